@@ -1,0 +1,38 @@
+# seglight — `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-all lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install seglight with the dev extras (skipped when up to date)
+
+demo: $(STAMP)  ## fit on the built-in data, test the best checkpoint, predict PNG masks into outputs/
+	bash scripts/demo.sh
+
+test: $(STAMP)  ## the fast test suite (CPU, a few minutes)
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(PY) -m pytest
+
+lint: $(STAMP)  ## ruff check + format check
+	$(PY) -m ruff check seglight tests benchmarks
+	$(PY) -m ruff format --check seglight tests benchmarks
+
+bench: $(STAMP)  ## benchmarks/overhead.py: Lightning vs plain PyTorch step time
+	$(PY) benchmarks/overhead.py
+
+clean:  ## remove the venv and run outputs
+	rm -rf $(VENV) outputs lightning_logs .pytest_cache

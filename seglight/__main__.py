@@ -1,0 +1,6 @@
+"""`python -m seglight fit --config configs/quickstart.yaml` — see seglight/cli.py."""
+
+from seglight.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""SegmentationDataModule: what every dataset shares — loaders, workers, seeding, transforms, classes.
+
+A subclass sets `class_names` (and optionally `palette`) and implements `build_dataset(split,
+transform)`. The CLI links `num_classes`, `ignore_index` and `class_names` from here into the
+model, so a config states them once.
+"""
+
+import os
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Literal
+
+import cv2
+import lightning as L
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader
+
+from seglight.data.dataset import SegmentationDataset, collate_padded
+from seglight.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformSpec, build_pipeline
+
+Split = Literal["train", "val", "test", "predict"]
+
+
+def default_num_workers() -> int:
+    """One worker per usable CPU core, less one for the main process, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(0, min(8, cores - 1))
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed python/numpy/torch per worker from the run's seed (Lightning's scheme), and stop
+    OpenCV from starting its own thread pool in every worker (N workers x N cores threads)."""
+    cv2.setNumThreads(0)
+    pl_worker_init_function(worker_id)
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Base class of seglight's data modules.
+
+    Args:
+        batch_size: training batch size per process.
+        eval_batch_size: batch size for validation, test and predict; null = batch_size.
+        num_workers: data-loading processes; null = one per CPU core less one, at most 8.
+        persistent_workers: keep workers alive between epochs (when num_workers > 0).
+        pin_memory: pin batches in page-locked memory; null = only when training on a GPU.
+        train_transforms: albumentations transforms for training, as a list of
+            {name: <albumentations class>, <argument>: <value>}; null = the dataset's preset.
+        eval_transforms: transforms for validation/test/predict; null = the dataset's preset
+            (none: evaluation at the original resolution).
+        mean: per-channel mean for normalization (of images scaled to [0, 1]).
+        std: per-channel standard deviation for normalization.
+    """
+
+    class_names: list[str] = []
+    palette: list[list[int]] | None = None
+    ignore_index: int = 255
+
+    def __init__(
+        self,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        persistent_workers: bool = True,
+        pin_memory: bool | None = None,
+        train_transforms: list[TransformSpec] | None = None,
+        eval_transforms: list[TransformSpec] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.persistent_workers = persistent_workers
+        self.pin_memory = pin_memory
+        self.train_transforms = train_transforms
+        self.eval_transforms = eval_transforms
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.datasets: dict[str, SegmentationDataset] = {}
+        # Build the pipelines now so a bad transform in the config fails before training starts.
+        self.pipelines = {
+            "train": self._pipeline(train_transforms, self.default_train_transforms(), "train"),
+            "eval": self._pipeline(eval_transforms, self.default_eval_transforms(), "eval"),
+        }
+
+    # --- what a dataset subclass provides ---------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def build_dataset(self, split: Split, transform: Any) -> SegmentationDataset:
+        raise NotImplementedError
+
+    def default_train_transforms(self) -> list[TransformSpec]:
+        return [{"name": "HorizontalFlip", "p": 0.5}]
+
+    def default_eval_transforms(self) -> list[TransformSpec]:
+        return []
+
+    # --- LightningDataModule ----------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        splits: dict[str, list[Split]] = {
+            "fit": ["train", "val"],
+            "validate": ["val"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }
+        for split in splits[stage]:
+            if split not in self.datasets:
+                pipeline = self.pipelines["train" if split == "train" else "eval"]
+                self.datasets[split] = self.build_dataset(split, pipeline)
+
+    def train_dataloader(self) -> DataLoader:
+        # drop_last: a last batch of 1 would break BatchNorm and skew the step's loss.
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", self.eval_batch_size)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _pipeline(self, specs, preset, kind: str):
+        chosen = preset if specs is None else specs
+        return build_pipeline(chosen, self.ignore_index, self.mean, self.std, f"data.{kind}_transforms")
+
+    def _loader(self, split: Split, batch_size: int, shuffle: bool = False, drop_last: bool = False):
+        dataset = self.datasets[split]
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last and len(dataset) > batch_size,
+            num_workers=workers,
+            persistent_workers=self.persistent_workers and workers > 0,
+            pin_memory=self._pin_memory(),
+            worker_init_fn=seed_worker if workers > 0 else None,
+            collate_fn=partial(collate_padded, ignore_index=self.ignore_index),
+        )
+
+    def _pin_memory(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        trainer = self.trainer
+        return trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"

@@ -1,0 +1,67 @@
+"""SegmentationDataset: (image, mask) samples -> transformed tensors in the batch-dict convention."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+import albumentations as A
+
+
+@dataclass
+class Sample:
+    """A decoded sample: image (H, W, 3) uint8 RGB, mask (H, W) uint8 class ids (None when the
+    split has no labels, e.g. prediction on new images), and a name for output files."""
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    name: str
+
+
+class SegmentationDataset(Dataset):
+    """Base of every dataset: subclasses implement `__len__` and `load(index) -> Sample`.
+
+    __getitem__ returns {"image": (3, H, W) float32, "mask": (H, W) int64 (all ignore_index
+    when unlabelled), "name": str, "size": (2,) int64 = (H, W) after transforms}.
+    """
+
+    def __init__(self, transform: A.Compose, ignore_index: int = 255) -> None:
+        self.transform = transform
+        self.ignore_index = ignore_index
+
+    def load(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.load(index)
+        mask = sample.mask
+        if mask is None:
+            mask = np.full(sample.image.shape[:2], self.ignore_index, dtype=np.uint8)
+        out = self.transform(image=sample.image, mask=mask)
+        image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
+        mask = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+        return {
+            "image": image.float(),
+            "mask": mask,
+            "name": sample.name,
+            "size": torch.tensor(mask.shape, dtype=torch.long),
+        }
+
+
+def collate_padded(samples: list[dict], ignore_index: int = 255) -> dict:
+    """Stack samples; images of unequal size are padded bottom/right to the largest (images
+    with 0, masks with ignore_index so padding never counts). "size" keeps each one's own."""
+    h = max(int(s["size"][0]) for s in samples)
+    w = max(int(s["size"][1]) for s in samples)
+
+    def pad(t: torch.Tensor, value: float) -> torch.Tensor:
+        return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]), value=value)
+
+    return {
+        "image": torch.stack([pad(s["image"], 0.0) for s in samples]),
+        "mask": torch.stack([pad(s["mask"], ignore_index) for s in samples]),
+        "name": [s["name"] for s in samples],
+        "size": torch.stack([s["size"] for s in samples]),
+    }

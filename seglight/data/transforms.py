@@ -1,0 +1,81 @@
+"""albumentations pipelines built from a readable YAML list, with segmentation-safe defaults.
+
+    train_transforms:
+      - {name: RandomResizedCrop, size: [64, 64], scale: [0.5, 1.0]}
+      - {name: HorizontalFlip, p: 0.5}
+      - {name: OneOf, p: 0.3, transforms: [{name: Blur}, {name: GaussNoise}]}
+
+Why not albumentations' own `A.from_dict`: its format nests `__class_fullname__` records and it
+only warns on misspelled arguments. Here a misspelled name or argument is an error naming it,
+and every transform that fills masks (pad, rotate, affine, ...) fills them with ignore_index
+unless told otherwise: albumentations' default fill_mask=0 would label padding as class 0.
+Masks are always resampled with nearest neighbour (albumentations' default for masks).
+"""
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import numpy as np
+
+from seglight.errors import ConfigError, did_you_mean
+
+TransformSpec = dict[str, Any]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_transform(spec: TransformSpec, ignore_index: int, where: str) -> A.BasicTransform:
+    """One albumentations transform from {"name": ClassName, **arguments}."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"{where}: each transform needs a 'name', got {spec!r}")
+    args = dict(spec)
+    name = args.pop("name")
+    cls = getattr(A, str(name), None)
+    if not (inspect.isclass(cls) and issubclass(cls, A.BasicTransform | A.BaseCompose)):
+        raise ConfigError(f"{where}: unknown albumentations transform '{name}'"
+                          f"{did_you_mean(str(name), _transform_names())}")
+    params = inspect.signature(cls.__init__).parameters
+    unknown = [k for k in args if k not in params]
+    if unknown:
+        raise ConfigError(f"{where}: {name} has no argument {', '.join(map(repr, unknown))}"
+                          f"{did_you_mean(unknown[0], [p for p in params if p != 'self'])}")
+    if "transforms" in args:  # OneOf, SomeOf, Sequential: nested lists
+        args["transforms"] = [
+            build_transform(s, ignore_index, f"{where}.{name}") for s in args["transforms"]
+        ]
+    if "fill_mask" in params and "fill_mask" not in args:
+        args["fill_mask"] = ignore_index
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as e:  # albumentations validates with pydantic (a ValueError)
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"{where}: bad arguments for {name}: {detail}") from None
+
+
+def build_pipeline(
+    specs: Sequence[TransformSpec] | None,
+    ignore_index: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    where: str = "transforms",
+) -> A.Compose:
+    """Compose the listed transforms, then Normalize (always last, so no pipeline forgets it).
+
+    Input: image (H, W, 3) uint8, mask (H, W) uint8/int. Output image float32 (H', W', 3).
+    """
+    transforms = [build_transform(s, ignore_index, f"{where}[{i}]") for i, s in enumerate(specs or [])]
+    transforms.append(A.Normalize(mean=tuple(mean), std=tuple(std)))
+    return A.Compose(transforms)
+
+
+def _transform_names() -> list[str]:
+    return [n for n, c in vars(A).items() if inspect.isclass(c) and issubclass(c, A.BasicTransform)]
+
+
+def apply_pipeline(
+    pipeline: A.Compose, image: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    out = pipeline(image=image, mask=mask)
+    return out["image"], out["mask"]

@@ -1,0 +1,193 @@
+"""SegmentationModule: any smp (or torchvision) network + loss + mIoU metrics + injected optimizer.
+
+    python -m seglight fit --config configs/quickstart.yaml --model.arch=FPN --model.loss.dice=0.5
+
+Batches are dicts: "image" float (B, 3, H, W), "mask" long (B, H, W) with ignore_index where
+unlabelled. Subclass and override `compute_loss` or `shared_step` to change what a step does;
+select the subclass with `--model path.to.MyModule`.
+"""
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from seglight.callbacks import ClassReport
+from seglight.inference import forward_padded
+from seglight.losses import LossConfig, build_loss
+from seglight.metrics import SegmentationMetrics
+from seglight.models import build_model, output_stride
+from seglight.schedulers import _TrainerLengthLR
+
+Stage = Literal["train", "val", "test"]
+
+
+class SegmentationModule(L.LightningModule):
+    """Semantic segmentation with any segmentation-models-pytorch architecture and encoder.
+
+    Args:
+        arch: smp architecture (Unet, UnetPlusPlus, FPN, DeepLabV3Plus, Segformer, ...) or a
+            torchvision model as "torchvision.<name>" (e.g. torchvision.fcn_resnet50).
+        encoder_name: smp encoder (resnet18, mobilenet_v2, efficientnet-b0, tu-<timm name>, ...);
+            ignored by torchvision models, whose backbone is part of `arch`.
+        encoder_weights: "imagenet" (needs the network or a local cache), null for random
+            init, or the path of a local state-dict file for the encoder.
+        in_channels: channels of the input images.
+        num_classes: number of classes; linked from the data module by the CLI.
+        ignore_index: mask value of unlabelled pixels; linked from the data module.
+        class_names: one name per class, used in metric names; linked from the data module.
+        loss: weights and options of the loss terms, e.g. {ce: 1.0, dice: 0.5}.
+        model_kwargs: extra keyword arguments for the architecture (e.g. decoder_channels).
+        optimizer: optimizer class and its arguments, e.g. AdamW with lr 3e-4.
+        lr_scheduler: learning-rate scheduler, e.g. seglight.schedulers.PolyLR; null = constant.
+        lr_scheduler_interval: step the scheduler every optimizer "step" or every "epoch".
+        lr_scheduler_monitor: metric a ReduceLROnPlateau-style scheduler watches.
+    """
+
+    def __init__(
+        self,
+        arch: str = "Unet",
+        encoder_name: str = "resnet18",
+        encoder_weights: str | None = None,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        ignore_index: int = 255,
+        class_names: list[str] | None = None,
+        loss: LossConfig = LossConfig(),
+        model_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        lr_scheduler_monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        # Callables are not hyper-parameters a checkpoint can rebuild; LightningCLI records the
+        # full config (optimizer included) beside the logs.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        if class_names is None:
+            class_names = [f"class_{i}" for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names for num_classes={num_classes}"
+            )
+        self.class_names = list(class_names)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.net = build_model(
+            arch, encoder_name, encoder_weights, in_channels, num_classes, model_kwargs
+        )
+        self.stride = output_stride(self.net)
+        self.criterion = build_loss(loss, num_classes, ignore_index)
+        self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
+        # The last computed metrics per stage, as plain tensors, for reports and callbacks.
+        self.last_metrics: dict[str, dict[str, torch.Tensor]] = {}
+
+    # --- hooks a subclass overrides ---------------------------------------------------------
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes, H, W) for images (B, in_channels, H, W) of any H, W."""
+        return forward_padded(self.net, images, self.stride)
+
+    def compute_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"loss": total, <term>: unweighted term...} for logits (B, K, H, W), masks (B, H, W)."""
+        return self.criterion(logits, masks)
+
+    def shared_step(self, batch: dict[str, Any], stage: Stage) -> dict[str, torch.Tensor]:
+        """One step of any stage: {"logits": (B, K, H, W), "loss": scalar, <loss terms>...}."""
+        logits = self(batch["image"])
+        return {"logits": logits, **self.compute_loss(logits, batch["mask"])}
+
+    # --- Lightning steps ------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.shared_step(batch, "train")
+        self._log_losses(out, "train", batch["image"].shape[0])
+        return out["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Class indices (B, H, W) int64 at the batch's size; pixels outside an image's own
+        size (batches of unequal images are padded, see batch["size"]) hold ignore_index."""
+        masks = self(batch["image"]).argmax(1)
+        if "size" in batch:
+            masks = _fill_outside(masks, batch["size"], self.ignore_index)
+        return masks
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [ClassReport()]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        if isinstance(scheduler, _TrainerLengthLR) and scheduler.total_steps is None:
+            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.hparams.lr_scheduler_interval,
+                "monitor": self.hparams.lr_scheduler_monitor,
+            },
+        }
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _evaluate(self, batch: dict[str, Any], stage: Stage, metrics: SegmentationMetrics) -> None:
+        out = self.shared_step(batch, stage)
+        self._log_losses(out, stage, batch["image"].shape[0])
+        metrics.update(out["logits"].argmax(1), batch["mask"])
+
+    def _log_losses(self, out: dict[str, torch.Tensor], stage: Stage, batch_size: int) -> None:
+        on_step = stage == "train"
+        for key, value in out.items():
+            if key == "logits":
+                continue
+            name = f"{stage}/loss" if key == "loss" else f"{stage}/loss_{key}"
+            self.log(
+                name,
+                value,
+                on_step=on_step,
+                on_epoch=True,
+                prog_bar=key == "loss",
+                batch_size=batch_size,
+                sync_dist=not on_step,
+            )
+
+    def _log_metrics(self, stage: Stage, metrics: SegmentationMetrics) -> None:
+        """Compute over the whole split (synced across processes) and log under `stage/`."""
+        result = {k: v.detach().cpu() for k, v in metrics.compute().items()}
+        metrics.reset()
+        self.last_metrics[stage] = result
+        # Values are already reduced over all processes by torchmetrics: no sync_dist.
+        self.log(f"{stage}/mIoU", result["mIoU"].float(), prog_bar=True)
+        logged = {f"{stage}/{k}": result[k].float() for k in ("pixel_acc", "mAcc")}
+        for name, iou in zip(self.class_names, result["IoU"].float(), strict=True):
+            logged[f"{stage}/IoU/{name}"] = iou
+        self.log_dict(logged)
+
+
+def _fill_outside(masks: torch.Tensor, sizes: torch.Tensor, fill: int) -> torch.Tensor:
+    """Set pixels of (B, H, W) masks beyond each image's (h, w) in sizes (B, 2) to `fill`."""
+    h, w = masks.shape[-2:]
+    rows = torch.arange(h, device=masks.device).view(1, h, 1)
+    cols = torch.arange(w, device=masks.device).view(1, 1, w)
+    sizes = sizes.to(masks.device)
+    outside = (rows >= sizes[:, 0].view(-1, 1, 1)) | (cols >= sizes[:, 1].view(-1, 1, 1))
+    return masks.masked_fill(outside, fill)
