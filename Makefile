@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install seglight with the dev extras (skipped when up to date)
 
+CKPT := outputs/quickstart/checkpoints/best.ckpt
+
 demo: $(STAMP)  ## fit on the built-in data, test the best checkpoint, predict PNG masks into outputs/
-	bash scripts/demo.sh
+	$(PY) -m seglight fit --config configs/quickstart.yaml
+	$(PY) -m seglight test --config configs/quickstart.yaml --ckpt_path $(CKPT)
+	$(PY) -m seglight predict --config configs/quickstart.yaml --ckpt_path $(CKPT)
+	@echo "Predicted masks (palette PNGs): outputs/quickstart/predictions/"
 
 test: $(STAMP)  ## the fast test suite (CPU, a few minutes)
 	$(PY) -m pytest -m "not slow"

@@ -8,6 +8,8 @@
 import re
 import sys
 
+import lightning
+from jsonargparse import ActionConfigFile
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from seglight.data.base import SegmentationDataModule
@@ -58,7 +60,13 @@ class SeglightCLI(LightningCLI):
     """LightningCLI with the model and dataset linked, and the built-in data as the default."""
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
-        return SeglightArgumentParser(**kwargs)
+        # As LightningCLI.init_parser, with the parser class that condenses errors.
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
+        parser = SeglightArgumentParser(**kwargs)
+        parser.add_argument(
+            "-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML)."
+        )
+        return parser
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data module knows its classes; the model is told, so a config states them once.

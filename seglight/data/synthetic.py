@@ -1,9 +1,10 @@
 """The built-in dataset: procedurally generated shapes, no download, no files.
 
 Each image is a pure function of (seed, split, index): the same on every machine, in every worker,
-in any order. A model has to learn shape, not colour: every object's colour and texture are drawn
-independently of its class, objects overlap, and the background is cluttered with lines, blobs,
-a colour gradient and pixel noise. The one- or two-pixel band on each object's border is labelled
+in any order. Colour is a cue but not the answer: each class's objects take hues within 35 degrees
+of the class's own (classes are 90 degrees apart) with any saturation and brightness, in solid,
+striped or speckled textures, while the background (a colour gradient, thin lines and blobs, pixel
+noise) takes any colour, so a model must use extent and borders too. Objects overlap. The one- or two-pixel band on each object's border is labelled
 ignore_index, as PASCAL VOC labels its boundaries.
 """
 
@@ -15,6 +16,7 @@ from seglight.data.dataset import Sample, SegmentationDataset
 from seglight.data.transforms import TransformSpec
 
 CLASS_NAMES = ["background", "circle", "square", "triangle", "cross"]
+CLASS_HUES = [0, 0, 90, 180, 270]  # degrees; index 0 (background) unused
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25]]
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
 
@@ -39,20 +41,27 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndar
     return np.round(pts @ rot.T * r + [cx, cy]).astype(np.int32)
 
 
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """(h, w, 3) float fill: a solid colour, two-colour stripes, or a speckled colour."""
-    base = rng.uniform(0, 255, 3)
+def _class_colour(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """An RGB colour (3,) float whose hue lies within +-35 degrees of the class's own hue
+    (classes 90 degrees apart); saturation and brightness vary freely within a range."""
+    hue = (CLASS_HUES[cls] + rng.uniform(-35, 35)) % 360
+    hsv = np.array([[[hue / 2, rng.uniform(110, 255), rng.uniform(90, 255)]]], np.uint8)  # OpenCV hue: 0-180
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray) -> np.ndarray:
+    """(h, w, 3) float fill: solid `base`, stripes of `base` and a darker shade, or speckles."""
     kind = rng.integers(3)
     if kind == 0:
         return np.broadcast_to(base, (h, w, 3)).astype(np.float32)
     if kind == 1:
-        other = rng.uniform(0, 255, 3)
+        other = base * rng.uniform(0.35, 0.7)
         period = rng.integers(3, 7)
         yy, xx = np.mgrid[0:h, 0:w]
         direction = rng.uniform(0, np.pi)
         phase = (np.cos(direction) * xx + np.sin(direction) * yy) // period % 2
         return np.where(phase[..., None] == 0, base, other).astype(np.float32)
-    return (base + rng.normal(0, 30, (h, w, 3))).astype(np.float32)
+    return (base + rng.normal(0, 25, (h, w, 3))).astype(np.float32)
 
 
 def generate(
@@ -87,7 +96,7 @@ def generate(
         shape = np.zeros((size, size), np.uint8)
         cv2.fillPoly(shape, [_polygon(CLASS_NAMES[cls], cx, cy, r, rng.uniform(0, 2 * np.pi))], 1)
         inside = shape.astype(bool)
-        image[inside] = _texture(rng, size, size)[inside]
+        image[inside] = _texture(rng, size, size, _class_colour(rng, cls))[inside]
         mask[inside] = cls  # later objects occlude earlier ones
     image = cv2.GaussianBlur(image, (3, 3), 0.6)
     image = np.clip(image + rng.normal(0, noise, image.shape), 0, 255).astype(np.uint8)

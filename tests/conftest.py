@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny data and a way to drive the CLI in-process."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No test may touch the network: the Hugging Face client fails at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+
+# Overrides that make the quickstart config run in seconds on a CPU: 32 px images, a handful of
+# them, a light encoder/decoder, no worker processes.
+TINY = [
+    "--data.image_size=32",
+    "--data.train_size=8",
+    "--data.val_size=4",
+    "--data.test_size=4",
+    "--data.predict_size=3",
+    "--data.batch_size=4",
+    "--data.num_workers=0",
+    "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in an empty folder, so configs' relative output paths land in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

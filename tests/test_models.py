@@ -1,0 +1,110 @@
+"""Networks by name: smp architectures and torchvision models, any input size, clear errors."""
+
+import pytest
+import torch
+
+from seglight.errors import ConfigError
+from seglight.inference import pad_to_multiple
+from seglight.models import build_model, output_stride
+from seglight.module import SegmentationModule
+
+# Small but real: each architecture's own decoder on a light encoder.
+ARCHS = [
+    ("Unet", "resnet18", {"decoder_channels": [16, 16, 8, 8, 8]}),
+    ("FPN", "resnet18", {}),
+    ("DeepLabV3Plus", "resnet18", {}),
+    ("PSPNet", "resnet18", {}),
+    ("Linknet", "mobilenet_v2", {}),
+    ("Segformer", "resnet18", {}),
+    ("UPerNet", "resnet18", {}),
+]
+
+
+@pytest.mark.parametrize(("arch", "encoder", "kwargs"), ARCHS, ids=[a[0] for a in ARCHS])
+def test_forward_backward(arch, encoder, kwargs):
+    torch.manual_seed(0)
+    module = SegmentationModule(arch=arch, encoder_name=encoder, num_classes=3, model_kwargs=kwargs)
+    images = torch.randn(2, 3, 64, 64)
+    masks = torch.randint(0, 3, (2, 64, 64))
+    masks[:, :4] = 255
+    out = module.shared_step({"image": images, "mask": masks}, "train")
+    assert out["logits"].shape == (2, 3, 64, 64)
+    out["loss"].backward()
+    grads = [p.grad for p in module.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize(("arch", "size"), [("Unet", (375, 500)), ("DeepLabV3Plus", (33, 47))])
+def test_sizes_not_multiple_of_stride_are_padded_and_cropped(arch, size):
+    module = SegmentationModule(arch=arch, num_classes=4, model_kwargs={} if arch != "Unet"
+                                else {"decoder_channels": [16, 16, 8, 8, 8]}).eval()
+    images = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        logits = module(images)
+        masks = module.predict_step({"image": images}, 0)
+    assert logits.shape == (1, 4, *size)
+    assert masks.shape == (1, *size) and masks.dtype == torch.int64
+    assert output_stride(module.net) in (16, 32)
+
+
+def test_padding_keeps_pixels_in_place():
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
+    padded, (h, w) = pad_to_multiple(x, 8)
+    assert padded.shape == (2, 3, 8, 8) and (h, w) == (5, 7)
+    torch.testing.assert_close(padded[..., :5, :7], x)
+
+
+def test_predict_marks_pixels_outside_each_image():
+    module = SegmentationModule(num_classes=3, model_kwargs={"decoder_channels": [8] * 5}).eval()
+    batch = {"image": torch.randn(2, 3, 32, 32), "size": torch.tensor([[32, 32], [20, 24]])}
+    with torch.no_grad():
+        masks = module.predict_step(batch, 0)
+    assert (masks[0] < 3).all()
+    assert (masks[1, :20, :24] < 3).all() and (masks[1, 20:] == 255).all()
+    assert (masks[1, :, 24:] == 255).all()
+
+
+def test_torchvision_model_by_name():
+    module = SegmentationModule(arch="torchvision.lraspp_mobilenet_v3_large", num_classes=3)
+    logits = module(torch.randn(2, 3, 45, 61))
+    assert logits.shape == (2, 3, 45, 61)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"arch": "Unett"}, "unknown architecture 'Unett' \\(did you mean 'Unet'\\?\\)"),
+        ({"encoder_name": "resnet19"}, "unknown encoder 'resnet19'"),
+        ({"arch": "torchvision.fcn_resnet5"}, "did you mean 'fcn_resnet50'"),
+        ({"model_kwargs": {"decoder_chanels": [8]}}, "model_kwargs"),
+        ({"encoder_weights": "weights/missing.pth"}, "file not found"),
+    ],
+)
+def test_bad_model_config_is_a_clear_error(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        build_model(**{"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None,
+                       "in_channels": 3, "num_classes": 2, **kwargs})
+
+
+def test_pretrained_weights_offline_say_how_to_proceed(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="encoder_weights: null.*local"):
+        build_model("Unet", "resnet18", "imagenet", 3, 2)
+
+
+def test_encoder_weights_from_a_local_file(tmp_path):
+    torch.manual_seed(0)
+    source = build_model("Unet", "resnet18", None, 3, 2)
+    path = tmp_path / "encoder.pth"
+    state = source.encoder.state_dict() | {"fc.weight": torch.zeros(1)}  # a classifier head too
+    torch.save(state, path)
+    torch.manual_seed(1)
+    loaded = build_model("Unet", "resnet18", str(path), 3, 2)
+    for key, value in source.encoder.state_dict().items():
+        torch.testing.assert_close(loaded.encoder.state_dict()[key], value)
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with pytest.raises(ConfigError, match="does not match the encoder"):
+        build_model("Unet", "resnet18", str(path), 3, 2)

@@ -1,0 +1,67 @@
+"""albumentations pipelines from YAML lists: built as written, safe for masks, errors named."""
+
+import numpy as np
+import pytest
+
+from seglight.data.transforms import build_pipeline
+from seglight.errors import ConfigError
+
+
+def run(specs, image, mask, ignore_index=255):
+    out = build_pipeline(specs, ignore_index)(image=image, mask=mask)
+    return out["image"], out["mask"]
+
+
+def test_pipeline_as_written_then_normalize():
+    image = np.full((20, 30, 3), 128, np.uint8)
+    mask = np.zeros((20, 30), np.uint8)
+    out_image, out_mask = run([{"name": "Resize", "height": 10, "width": 15}], image, mask)
+    assert out_image.shape == (10, 15, 3) and out_image.dtype == np.float32
+    assert out_mask.shape == (10, 15)
+    assert abs(float(out_image.mean())) < 1  # 128 normalized with ImageNet stats is ~0.1
+
+
+def test_masks_are_resampled_nearest_so_no_new_labels_appear():
+    rng = np.random.default_rng(0)
+    mask = rng.choice(np.array([0, 3, 7, 255], np.uint8), (33, 41))
+    image = rng.integers(0, 255, (33, 41, 3), dtype=np.uint8)
+    specs = [{"name": "RandomScale", "scale_limit": [-0.5, 1.0], "p": 1.0},
+             {"name": "Rotate", "limit": 30, "p": 1.0}]
+    for _ in range(5):
+        _, out = run(specs, image, mask)
+        assert set(np.unique(out)) <= {0, 3, 7, 255}
+
+
+def test_padding_fills_masks_with_ignore_index_by_default():
+    image = np.zeros((10, 10, 3), np.uint8)
+    mask = np.ones((10, 10), np.uint8)
+    _, out = run([{"name": "PadIfNeeded", "min_height": 16, "min_width": 16,
+                   "position": "top_left"}], image, mask)
+    assert (out[:10, :10] == 1).all() and (out[10:] == 255).all() and (out[:, 10:] == 255).all()
+    _, out = run([{"name": "PadIfNeeded", "min_height": 16, "min_width": 16, "fill_mask": 0,
+                   "position": "top_left"}], image, mask)
+    assert (out[10:] == 0).all()  # an explicit fill_mask wins
+
+
+def test_nested_one_of():
+    specs = [{"name": "OneOf", "p": 1.0, "transforms": [{"name": "HorizontalFlip", "p": 1.0}]}]
+    image = np.zeros((4, 4, 3), np.uint8)
+    mask = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    _, out = run(specs, image, mask)
+    np.testing.assert_array_equal(out, mask[:, ::-1])
+
+
+@pytest.mark.parametrize(
+    ("specs", "match"),
+    [
+        ([{"name": "HorizontalFlp"}], r"\[0\]: unknown albumentations transform 'HorizontalFlp' "
+                                      r"\(did you mean 'HorizontalFlip'\?\)"),
+        ([{"name": "HorizontalFlip", "pp": 0.5}], r"HorizontalFlip has no argument 'pp' "
+                                                  r"\(did you mean 'p'\?\)"),
+        ([{"p": 0.5}], "needs a 'name'"),
+        ([{"name": "Resize", "height": "tall", "width": 3}], "bad arguments for Resize"),
+    ],
+)
+def test_bad_transform_specs_are_named(specs, match):
+    with pytest.raises(ConfigError, match=match):
+        build_pipeline(specs, 255)
