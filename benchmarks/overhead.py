@@ -22,8 +22,12 @@ import torch.nn.functional as F
 
 from seglight import SegmentationModule
 
-KWARGS = dict(arch="Unet", encoder_name="resnet18", num_classes=5,
-              model_kwargs={"decoder_channels": [128, 64, 32, 16, 8]})
+KWARGS = dict(
+    arch="Unet",
+    encoder_name="resnet18",
+    num_classes=5,
+    model_kwargs={"decoder_channels": [128, 64, 32, 16, 8]},
+)
 LR, WEIGHT_DECAY = 2e-3, 1e-4
 
 
@@ -66,9 +70,17 @@ class StepTimer(L.Callback):
 def lightning_loop(module: SegmentationModule, batches) -> list[float]:
     timer = StepTimer()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=len(batches), max_epochs=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer],
+        accelerator="cpu",
+        devices=1,
+        max_steps=len(batches),
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[timer],
     )
     loader = torch.utils.data.DataLoader(batches, batch_size=None)  # batches are pre-made
     trainer.fit(module, train_dataloaders=loader)
@@ -94,18 +106,20 @@ def main() -> None:
     for _ in range(args.repeats):
         net = copy.deepcopy(template.net)
         net.load_state_dict(initial)
-        plain_times += plain_loop(net, batches)[args.warmup:]
+        plain_times += plain_loop(net, batches)[args.warmup :]
 
         module = copy.deepcopy(template)
         module.net.load_state_dict(initial)
-        seglight_times += lightning_loop(module, batches)[args.warmup:]
+        seglight_times += lightning_loop(module, batches)[args.warmup :]
 
         ours = module.net.state_dict()
         identical &= all(torch.equal(ours[k], v) for k, v in net.state_dict().items())
 
     plain, ours = statistics.median(plain_times), statistics.median(seglight_times)
-    print(f"threads={torch.get_num_threads()} steps={args.steps} x {args.repeats} repeats "
-          f"(after {args.warmup} warm-up), batch 16x3x64x64, CPU")
+    print(
+        f"threads={torch.get_num_threads()} steps={args.steps} x {args.repeats} repeats "
+        f"(after {args.warmup} warm-up), batch 16x3x64x64, CPU"
+    )
     print(f"plain PyTorch loop  median step: {plain * 1000:8.2f} ms")
     print(f"seglight+Lightning  median step: {ours * 1000:8.2f} ms")
     print(f"ratio seglight/plain: {ours / plain:.3f}  (target <= 1.03)")

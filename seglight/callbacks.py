@@ -1,4 +1,4 @@
-"""Callbacks: the per-class table at the end of test/validate, and predicted masks written as PNGs."""
+"""Callbacks: the per-class table after test/validate, and predicted masks written as PNGs."""
 
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,9 @@ class MaskWriter(BasePredictionWriter):
         self.output_dir = output_dir
 
     def _folder(self, trainer: L.Trainer) -> Path:
-        base = self.output_dir or str(Path(trainer.log_dir or trainer.default_root_dir) / "predictions")
+        base = self.output_dir or str(
+            Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+        )
         return Path(base)
 
     def write_on_batch_end(

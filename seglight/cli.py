@@ -1,20 +1,24 @@
 """The command line: LightningCLI with seglight's defaults, argument links and one-line errors.
 
-    python -m seglight fit --config configs/quickstart.yaml
-    python -m seglight test --config configs/quickstart.yaml --ckpt_path <file>.ckpt
-    python -m seglight fit --config configs/quickstart.yaml --model.optimizer.lr=3e-4  # W&B style
+python -m seglight fit --config configs/quickstart.yaml
+python -m seglight test --config configs/quickstart.yaml --ckpt_path <file>.ckpt
+python -m seglight fit --config configs/quickstart.yaml --model.optimizer.lr=3e-4  # W&B style
 """
 
+import os
 import re
 import sys
 
-import lightning
-from jsonargparse import ActionConfigFile
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+# Lightning's own calls into jsonargparse are deprecated there; the warnings are not the user's.
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
-from seglight.data.base import SegmentationDataModule
-from seglight.errors import ConfigError
-from seglight.module import SegmentationModule
+import lightning  # noqa: E402
+from jsonargparse import ActionConfigFile  # noqa: E402
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+
+from seglight.data.base import SegmentationDataModule  # noqa: E402
+from seglight.errors import ConfigError, did_you_mean  # noqa: E402
+from seglight.module import SegmentationModule  # noqa: E402
 
 DEFAULT_MODEL = "seglight.module.SegmentationModule"
 DEFAULT_DATA = "seglight.data.synthetic.SyntheticDataModule"
@@ -25,26 +29,41 @@ class SeglightArgumentParser(LightningArgumentParser):
     under `model:` yields ~10 lines about NoneType); this prints the line that says what's wrong."""
 
     def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
-        if getattr(self, "_seglight_raw_errors", False):
-            return super().error(message, ex)
-        sys.stderr.write(f"{self.prog}: error: {condense_error(message)}\n")
-        sys.stderr.write(f"  (run `{self.prog} --help` for the options)\n")
+        unknown = re.search(r"Option '([^']+)' is not accepted", message)
+        if unknown:  # from the parser of the class the option was meant for: it knows the options
+            options = [a.dest.split(".")[-1] for a in self._actions]
+            message = unknown.group(0) + did_you_mean(unknown.group(1), options)
+        sys.stderr.write(f"seglight: error: {condense_error(message)}\n")
+        sys.stderr.write("  (`seglight <subcommand> --help` lists the options)\n")
         sys.exit(2)
 
 
+NOISE = re.compile(
+    r"^(Does not validate against any|Subtypes:|Errors:|Given value|Got value|"
+    r"Problem with given class_path|Expected a <class|Parser key|Not a valid subclass|"
+    r"Import path|Not of type)"
+)
+
+
 def condense_error(message: str) -> str:
-    """The most specific line of a jsonargparse error, with the key it is about."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    noise = ("Expected a <class 'NoneType'>", "Given value", "Does not validate against any",
-             "Problem with given class_path", "Errors:")
-    useful = [ln for ln in lines if not ln.lstrip("- ").startswith(noise)]
+    """One line from a jsonargparse error: "<key>: <what is wrong>"."""
     keys = re.findall(r'[Pp]arser key "([^"]+)"', message)
-    specific = [ln for ln in useful if not re.match(r'^[Pp]arser key "[^"]+":?$', ln)]
-    detail = specific[0] if specific else (useful[0] if useful else message.strip())
-    detail = detail.lstrip("- ")
-    if keys and keys[-1] not in detail:
-        return f'"{".".join(_dedupe_keys(keys))}": {detail}'
-    return detail
+    key = ".".join(_dedupe_keys(keys))
+    lines = [ln.strip().lstrip("- ").strip() for ln in message.splitlines() if ln.strip()]
+    # 'Parser key "x": what is wrong' on one line: keep what is wrong.
+    lines = [re.sub(r'^[Pp]arser key "[^"]+":\s*', "", ln) or ln for ln in lines]
+    specific = [ln for ln in lines if not NOISE.match(ln)]
+    expected = [t for t in re.findall(r"Expected a <class '([\w.]+)'>", message) if t != "NoneType"]
+    given = re.search(r"(?:Given|Got) value: ([^\n]*)", message)
+    if specific:
+        detail = specific[0]
+    elif expected:
+        detail = f"expected {' or '.join(dict.fromkeys(expected))}"
+        if given:
+            detail += f", got {given.group(1).strip()!r}"
+    else:
+        detail = lines[0] if lines else message.strip()
+    return f"{key}: {detail}" if key and key not in detail else detail
 
 
 def _dedupe_keys(keys: list[str]) -> list[str]:
@@ -62,6 +81,7 @@ class SeglightCLI(LightningCLI):
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         # As LightningCLI.init_parser, with the parser class that condenses errors.
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
+        kwargs.setdefault("prog", "seglight")  # not "__main__.py" under `python -m seglight`
         parser = SeglightArgumentParser(**kwargs)
         parser.add_argument(
             "-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML)."
@@ -72,7 +92,9 @@ class SeglightCLI(LightningCLI):
         # The data module knows its classes; the model is told, so a config states them once.
         for key in ("num_classes", "ignore_index", "class_names"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
-        parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}, "data": {"class_path": DEFAULT_DATA}})
+        parser.set_defaults(
+            {"model": {"class_path": DEFAULT_MODEL}, "data": {"class_path": DEFAULT_DATA}}
+        )
 
 
 def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:
@@ -88,6 +110,21 @@ def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:
             args=args,
             run=run,
         )
-    except ConfigError as e:
-        sys.stderr.write(f"seglight: error: {e}\n")
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a ConfigError in disguise
+        config_error = _find_config_error(e)
+        if config_error is None:
+            raise
+        sys.stderr.write(f"seglight: error: {config_error}\n")
         sys.exit(2)
+
+
+def _find_config_error(error: BaseException | None) -> ConfigError | None:
+    """jsonargparse re-raises errors from a class's __init__ as a ValueError listing every Union
+    alternative it tried; the ConfigError that says what is wrong is in the exception chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -1,4 +1,4 @@
-"""Segmentation metrics from one confusion matrix over the whole split, the official evaluators' way.
+"""Segmentation metrics from one confusion matrix over the whole split, as official evaluators do.
 
 IoU_c = TP / (TP + FP + FN) per class; mIoU = mean over classes whose union is non-empty;
 pixel_acc = trace / total; mAcc = mean over classes present in the ground truth of TP / (TP + FN).
@@ -73,4 +73,3 @@ class SegmentationMetrics(MulticlassJaccardIndex):
             "IoU": iou,
             "acc": acc,
         }
-

@@ -5,6 +5,7 @@ both, nor errors a config user can act on (smp raises KeyError with 70 names; an
 `encoder_weights: imagenet` retries the network for ~20 s and ends in a Hugging Face traceback).
 """
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def available_architectures() -> list[str]:
 
 
 def output_stride(model: nn.Module) -> int:
-    """The factor input H and W must be multiples of (32 for most smp encoders, 1 for torchvision)."""
+    """The factor H and W must be multiples of: 32 for most smp encoders, 1 for torchvision."""
     if hasattr(model, "encoder"):
         return int(model.encoder.output_stride)
     return int(getattr(model, "output_stride", 1))
@@ -83,7 +84,8 @@ def build_model(
 def _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kwargs) -> nn.Module:
     if arch.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
         raise ConfigError(
-            f"model.arch: unknown architecture '{arch}'{did_you_mean(arch, available_architectures())}."
+            f"model.arch: unknown architecture '{arch}'"
+            f"{did_you_mean(arch, available_architectures())}."
             f" Available: {', '.join(available_architectures())}"
         )
     encoders = smp.encoders.get_encoder_names()
@@ -93,6 +95,7 @@ def _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kw
             f"{did_you_mean(encoder_name, encoders)}. See smp.encoders.get_encoder_names() for the "
             f"{len(encoders)} smp encoders, or use any timm encoder as 'tu-<timm name>'"
         )
+    _check_kwargs(smp.MODEL_ARCHITECTURES_MAPPING[arch.lower()], arch, kwargs)
     local = _local_weights(encoder_weights)
     hub_weights = None if local else encoder_weights
     try:
@@ -121,6 +124,22 @@ def _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kw
     return model
 
 
+def _check_kwargs(cls: type, arch: str, kwargs: dict[str, Any]) -> None:
+    """smp architectures take **kwargs and ignore what they do not know: a misspelled
+    `decoder_chanels` would silently train the default decoder. Only named parameters pass."""
+    params = inspect.signature(cls.__init__).parameters
+    named = [n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD]
+    owned = {"encoder_name", "encoder_weights", "in_channels", "classes"}
+    for key in kwargs:
+        if key in owned:
+            raise ConfigError(f"model.model_kwargs.{key}: set it as a model argument instead")
+        if key not in named:
+            raise ConfigError(
+                f"model.model_kwargs: {arch} has no argument '{key}'"
+                f"{did_you_mean(key, named)}; it takes {', '.join(sorted(set(named) - owned))}"
+            )
+
+
 def _build_torchvision(arch, encoder_weights, in_channels, num_classes, kwargs) -> nn.Module:
     name = arch[len(TORCHVISION_PREFIX) :]
     if name not in TORCHVISION_ARCHS:
@@ -143,7 +162,11 @@ def _build_torchvision(arch, encoder_weights, in_channels, num_classes, kwargs) 
     backbone = "DEFAULT" if encoder_weights == "imagenet" else None
     try:
         net = TORCHVISION_ARCHS[name](
-            weights=None, weights_backbone=backbone, num_classes=num_classes, aux_loss=False, **kwargs
+            weights=None,
+            weights_backbone=backbone,
+            num_classes=num_classes,
+            aux_loss=False,
+            **kwargs,
         )
     except TypeError as e:
         raise ConfigError(f"model.model_kwargs: {arch} does not accept them: {e}") from None

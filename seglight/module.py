@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from seglight.callbacks import ClassReport
+from seglight.errors import ConfigError
 from seglight.inference import forward_padded
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
@@ -37,9 +38,11 @@ class SegmentationModule(L.LightningModule):
         num_classes: number of classes; linked from the data module by the CLI.
         ignore_index: mask value of unlabelled pixels; linked from the data module.
         class_names: one name per class, used in metric names; linked from the data module.
-        loss: weights and options of the loss terms, e.g. {ce: 1.0, dice: 0.5}.
+        loss: weights and options of the loss terms, e.g. {ce: 1.0, dice: 0.5}; null =
+            cross-entropy alone.
         model_kwargs: extra keyword arguments for the architecture (e.g. decoder_channels).
-        optimizer: optimizer class and its arguments, e.g. AdamW with lr 3e-4.
+        optimizer: optimizer class and its arguments (e.g. `--model.optimizer=SGD
+            --model.optimizer.lr=0.01`); null = AdamW with torch's defaults (lr 1e-3).
         lr_scheduler: learning-rate scheduler, e.g. seglight.schedulers.PolyLR; null = constant.
         lr_scheduler_interval: step the scheduler every optimizer "step" or every "epoch".
         lr_scheduler_monitor: metric a ReduceLROnPlateau-style scheduler watches.
@@ -54,9 +57,9 @@ class SegmentationModule(L.LightningModule):
         num_classes: int = 2,
         ignore_index: int = 255,
         class_names: list[str] | None = None,
-        loss: LossConfig = LossConfig(),
+        loss: LossConfig | None = None,
         model_kwargs: dict[str, Any] | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         lr_scheduler_monitor: str = "val/loss",
@@ -65,11 +68,15 @@ class SegmentationModule(L.LightningModule):
         # Callables are not hyper-parameters a checkpoint can rebuild; LightningCLI records the
         # full config (optimizer included) beside the logs.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        if loss is None:
+            loss = LossConfig()
+        elif isinstance(loss, dict):  # hparams keep the dataclass as a dict: load_from_checkpoint
+            loss = LossConfig(**loss)
         if class_names is None:
             class_names = [f"class_{i}" for i in range(num_classes)]
         if len(class_names) != num_classes:
-            raise ValueError(
-                f"class_names has {len(class_names)} names for num_classes={num_classes}"
+            raise ConfigError(
+                f"model.class_names: {len(class_names)} names for num_classes={num_classes}"
             )
         self.class_names = list(class_names)
         self.num_classes = num_classes
@@ -132,7 +139,10 @@ class SegmentationModule(L.LightningModule):
         return [ClassReport()]
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
+        # A class as the signature default would be clearer, but jsonargparse then loses it when
+        # `--model` switches to a subclass; so null stands for AdamW.
+        make_optimizer = self.optimizer or torch.optim.AdamW
+        optimizer = make_optimizer(self.parameters())
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)

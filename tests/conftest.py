@@ -1,6 +1,7 @@
 """Shared fixtures: tiny data and a way to drive the CLI in-process."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,14 @@ TINY = [
     "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
 ]
 
 
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
-    """Run in an empty folder, so configs' relative output paths land in tmp_path."""
+    """Run in an empty folder, so configs' relative output paths land in tmp_path; the CLI is
+    driven through `args`, so pytest's own argv must not reach it."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["seglight"])
     return tmp_path

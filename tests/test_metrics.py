@@ -38,7 +38,9 @@ def random_batches(seed: int, num_classes: int, absent: int | None, batches: int
     out = []
     for _ in range(batches):
         target = rng.integers(0, num_classes, (2, 17, 23))
-        preds = np.where(rng.random(target.shape) < 0.6, target, rng.integers(0, num_classes, target.shape))
+        preds = np.where(
+            rng.random(target.shape) < 0.6, target, rng.integers(0, num_classes, target.shape)
+        )
         if absent is not None:  # a class in neither ground truth nor prediction
             target[target == absent] = 0
             preds[preds == absent] = 1
@@ -89,7 +91,9 @@ def test_perfect_prediction():
     metric = SegmentationMetrics(3, IGNORE)
     metric.update(target.clamp(max=2), target)
     out = metric.compute()
-    assert float(out["mIoU"]) == 1.0 and float(out["pixel_acc"]) == 1.0 and float(out["mAcc"]) == 1.0
+    assert (
+        float(out["mIoU"]) == 1.0 and float(out["pixel_acc"]) == 1.0 and float(out["mAcc"]) == 1.0
+    )
 
 
 def test_all_ignored_counts_nothing():

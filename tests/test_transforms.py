@@ -25,8 +25,10 @@ def test_masks_are_resampled_nearest_so_no_new_labels_appear():
     rng = np.random.default_rng(0)
     mask = rng.choice(np.array([0, 3, 7, 255], np.uint8), (33, 41))
     image = rng.integers(0, 255, (33, 41, 3), dtype=np.uint8)
-    specs = [{"name": "RandomScale", "scale_limit": [-0.5, 1.0], "p": 1.0},
-             {"name": "Rotate", "limit": 30, "p": 1.0}]
+    specs = [
+        {"name": "RandomScale", "scale_limit": [-0.5, 1.0], "p": 1.0},
+        {"name": "Rotate", "limit": 30, "p": 1.0},
+    ]
     for _ in range(5):
         _, out = run(specs, image, mask)
         assert set(np.unique(out)) <= {0, 3, 7, 255}
@@ -35,11 +37,25 @@ def test_masks_are_resampled_nearest_so_no_new_labels_appear():
 def test_padding_fills_masks_with_ignore_index_by_default():
     image = np.zeros((10, 10, 3), np.uint8)
     mask = np.ones((10, 10), np.uint8)
-    _, out = run([{"name": "PadIfNeeded", "min_height": 16, "min_width": 16,
-                   "position": "top_left"}], image, mask)
+    _, out = run(
+        [{"name": "PadIfNeeded", "min_height": 16, "min_width": 16, "position": "top_left"}],
+        image,
+        mask,
+    )
     assert (out[:10, :10] == 1).all() and (out[10:] == 255).all() and (out[:, 10:] == 255).all()
-    _, out = run([{"name": "PadIfNeeded", "min_height": 16, "min_width": 16, "fill_mask": 0,
-                   "position": "top_left"}], image, mask)
+    _, out = run(
+        [
+            {
+                "name": "PadIfNeeded",
+                "min_height": 16,
+                "min_width": 16,
+                "fill_mask": 0,
+                "position": "top_left",
+            }
+        ],
+        image,
+        mask,
+    )
     assert (out[10:] == 0).all()  # an explicit fill_mask wins
 
 
@@ -54,10 +70,16 @@ def test_nested_one_of():
 @pytest.mark.parametrize(
     ("specs", "match"),
     [
-        ([{"name": "HorizontalFlp"}], r"\[0\]: unknown albumentations transform 'HorizontalFlp' "
-                                      r"\(did you mean 'HorizontalFlip'\?\)"),
-        ([{"name": "HorizontalFlip", "pp": 0.5}], r"HorizontalFlip has no argument 'pp' "
-                                                  r"\(did you mean 'p'\?\)"),
+        (
+            [{"name": "HorizontalFlp"}],
+            r"\[0\]: unknown albumentations transform 'HorizontalFlp' "
+            r"\(did you mean 'HorizontalFlip'\?\)",
+        ),
+        (
+            [{"name": "HorizontalFlip", "pp": 0.5}],
+            r"HorizontalFlip has no argument 'pp' "
+            r"\(did you mean 'p'\?\)",
+        ),
         ([{"p": 0.5}], "needs a 'name'"),
         ([{"name": "Resize", "height": "tall", "width": 3}], "bad arguments for Resize"),
     ],

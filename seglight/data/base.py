@@ -1,4 +1,4 @@
-"""SegmentationDataModule: what every dataset shares — loaders, workers, seeding, transforms, classes.
+"""SegmentationDataModule: what all datasets share — loaders, workers, seeding, transforms, classes.
 
 A subclass sets `class_names` (and optionally `palette`) and implements `build_dataset(split,
 transform)`. The CLI links `num_classes`, `ignore_index` and `class_names` from here into the
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from seglight.data.dataset import SegmentationDataset, collate_padded
 from seglight.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformSpec, build_pipeline
+from seglight.errors import ConfigError
 
 Split = Literal["train", "val", "test", "predict"]
 
@@ -72,7 +73,7 @@ class SegmentationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"data.batch_size: must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
@@ -134,9 +135,13 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _pipeline(self, specs, preset, kind: str):
         chosen = preset if specs is None else specs
-        return build_pipeline(chosen, self.ignore_index, self.mean, self.std, f"data.{kind}_transforms")
+        return build_pipeline(
+            chosen, self.ignore_index, self.mean, self.std, f"data.{kind}_transforms"
+        )
 
-    def _loader(self, split: Split, batch_size: int, shuffle: bool = False, drop_last: bool = False):
+    def _loader(
+        self, split: Split, batch_size: int, shuffle: bool = False, drop_last: bool = False
+    ):
         dataset = self.datasets[split]
         workers = self.num_workers
         return DataLoader(

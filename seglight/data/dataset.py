@@ -1,13 +1,12 @@
-"""SegmentationDataset: (image, mask) samples -> transformed tensors in the batch-dict convention."""
+"""SegmentationDataset: (image, mask) samples -> transformed tensors in the batch-dict format."""
 
 from dataclasses import dataclass
 
+import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-
-import albumentations as A
 
 
 @dataclass

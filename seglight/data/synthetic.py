@@ -4,8 +4,9 @@ Each image is a pure function of (seed, split, index): the same on every machine
 in any order. Colour is a cue but not the answer: each class's objects take hues within 35 degrees
 of the class's own (classes are 90 degrees apart) with any saturation and brightness, in solid,
 striped or speckled textures, while the background (a colour gradient, thin lines and blobs, pixel
-noise) takes any colour, so a model must use extent and borders too. Objects overlap. The one- or two-pixel band on each object's border is labelled
-ignore_index, as PASCAL VOC labels its boundaries.
+noise) takes any colour, so a model must use extent and borders too. Objects overlap. The band
+of `border_ignore` pixels on each side of every object border is labelled ignore_index, as
+PASCAL VOC labels its boundaries.
 """
 
 import cv2
@@ -14,6 +15,7 @@ import numpy as np
 from seglight.data.base import SegmentationDataModule, Split
 from seglight.data.dataset import Sample, SegmentationDataset
 from seglight.data.transforms import TransformSpec
+from seglight.errors import ConfigError
 
 CLASS_NAMES = ["background", "circle", "square", "triangle", "cross"]
 CLASS_HUES = [0, 0, 90, 180, 270]  # degrees; index 0 (background) unused
@@ -34,8 +36,20 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndar
     else:  # cross: a plus sign with arms a third of its width
         a, b = 1.0, 0.33
         pts = np.array(
-            [[b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b],
-             [-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b]]
+            [
+                [b, a],
+                [-b, a],
+                [-b, b],
+                [-a, b],
+                [-a, -b],
+                [-b, -b],
+                [-b, -a],
+                [b, -a],
+                [b, -b],
+                [a, -b],
+                [a, b],
+                [b, b],
+            ]
         )
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     return np.round(pts @ rot.T * r + [cx, cy]).astype(np.int32)
@@ -45,7 +59,9 @@ def _class_colour(rng: np.random.Generator, cls: int) -> np.ndarray:
     """An RGB colour (3,) float whose hue lies within +-35 degrees of the class's own hue
     (classes 90 degrees apart); saturation and brightness vary freely within a range."""
     hue = (CLASS_HUES[cls] + rng.uniform(-35, 35)) % 360
-    hsv = np.array([[[hue / 2, rng.uniform(110, 255), rng.uniform(90, 255)]]], np.uint8)  # OpenCV hue: 0-180
+    hsv = np.array(
+        [[[hue / 2, rng.uniform(110, 255), rng.uniform(90, 255)]]], np.uint8
+    )  # OpenCV hue: 0-180
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
@@ -110,7 +126,9 @@ def generate(
 class SyntheticDataset(SegmentationDataset):
     """`length` generated samples of one split; sample i is generated from (seed, split, i)."""
 
-    def __init__(self, split: Split, length: int, seed: int, options: dict, transform, ignore_index=255):
+    def __init__(
+        self, split: Split, length: int, seed: int, options: dict, transform, ignore_index=255
+    ):
         super().__init__(transform, ignore_index)
         self.split, self.length, self.seed, self.options = split, length, seed, options
 
@@ -160,15 +178,27 @@ class SyntheticDataModule(SegmentationDataModule):
         **kwargs,
     ) -> None:
         if image_size < 16:
-            raise ValueError(f"data.image_size must be >= 16, got {image_size}")
+            raise ConfigError(f"data.image_size: must be >= 16, got {image_size}")
         if not 0 <= min_objects <= max_objects:
-            raise ValueError(f"need 0 <= data.min_objects <= data.max_objects, "
-                             f"got {min_objects} and {max_objects}")
+            raise ConfigError(
+                f"data.min_objects: need 0 <= min_objects <= max_objects, "
+                f"got {min_objects} and {max_objects}"
+            )
         self.image_size = image_size
-        self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
+        self.sizes = {
+            "train": train_size,
+            "val": val_size,
+            "test": test_size,
+            "predict": predict_size,
+        }
         self.seed = seed
-        self.options = dict(size=image_size, min_objects=min_objects, max_objects=max_objects,
-                            noise=noise, border=border_ignore)
+        self.options = dict(
+            size=image_size,
+            min_objects=min_objects,
+            max_objects=max_objects,
+            noise=noise,
+            border=border_ignore,
+        )
         super().__init__(**kwargs)
 
     def default_train_transforms(self) -> list[TransformSpec]:
@@ -179,5 +209,6 @@ class SyntheticDataModule(SegmentationDataModule):
         ]
 
     def build_dataset(self, split: Split, transform) -> SyntheticDataset:
-        return SyntheticDataset(split, self.sizes[split], self.seed, self.options, transform,
-                                self.ignore_index)
+        return SyntheticDataset(
+            split, self.sizes[split], self.seed, self.options, transform, self.ignore_index
+        )

@@ -34,13 +34,17 @@ def build_transform(spec: TransformSpec, ignore_index: int, where: str) -> A.Bas
     name = args.pop("name")
     cls = getattr(A, str(name), None)
     if not (inspect.isclass(cls) and issubclass(cls, A.BasicTransform | A.BaseCompose)):
-        raise ConfigError(f"{where}: unknown albumentations transform '{name}'"
-                          f"{did_you_mean(str(name), _transform_names())}")
+        raise ConfigError(
+            f"{where}: unknown albumentations transform '{name}'"
+            f"{did_you_mean(str(name), _transform_names())}"
+        )
     params = inspect.signature(cls.__init__).parameters
     unknown = [k for k in args if k not in params]
     if unknown:
-        raise ConfigError(f"{where}: {name} has no argument {', '.join(map(repr, unknown))}"
-                          f"{did_you_mean(unknown[0], [p for p in params if p != 'self'])}")
+        raise ConfigError(
+            f"{where}: {name} has no argument {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], [p for p in params if p != 'self'])}"
+        )
     if "transforms" in args:  # OneOf, SomeOf, Sequential: nested lists
         args["transforms"] = [
             build_transform(s, ignore_index, f"{where}.{name}") for s in args["transforms"]
@@ -65,7 +69,9 @@ def build_pipeline(
 
     Input: image (H, W, 3) uint8, mask (H, W) uint8/int. Output image float32 (H', W', 3).
     """
-    transforms = [build_transform(s, ignore_index, f"{where}[{i}]") for i, s in enumerate(specs or [])]
+    transforms = [
+        build_transform(s, ignore_index, f"{where}[{i}]") for i, s in enumerate(specs or [])
+    ]
     transforms.append(A.Normalize(mean=tuple(mean), std=tuple(std)))
     return A.Compose(transforms)
 
