@@ -1,6 +1,6 @@
 """What does seglight + Lightning cost per training step over a plain PyTorch loop?
 
-    .venv/bin/python benchmarks/overhead.py [--steps 40] [--warmup 5] [--repeats 2]
+    .venv/bin/python benchmarks/overhead.py [--steps 40] [--warmup 5] [--repeats 4]
 
 Both train the quickstart network (smp Unet, resnet18 encoder, random init) with AdamW and
 cross-entropy on the same in-memory batches (16 x 3 x 64 x 64), from the same initial weights, on
@@ -12,6 +12,7 @@ Runs alternate (plain, seglight, plain, ...) so machine drift hits both alike.
 
 import argparse
 import copy
+import logging
 import statistics
 import time
 import warnings
@@ -91,9 +92,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     torch.manual_seed(0)
     batches = make_batches(args.steps + args.warmup)
     template = SegmentationModule(

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import QUICKSTART, ROOT, TINY
 from PIL import Image
 
 from seglight.cli import main
 from seglight.data.synthetic import CLASS_NAMES
+
+from conftest import QUICKSTART, ROOT, TINY
 
 
 def cli(*args: str):

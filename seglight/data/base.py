@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import cv2
 import lightning as L
+import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
@@ -32,10 +33,19 @@ def default_num_workers() -> int:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed python/numpy/torch per worker from the run's seed (Lightning's scheme), and stop
-    OpenCV from starting its own thread pool in every worker (N workers x N cores threads)."""
+    """Seed python/numpy/torch per worker from the run's seed (Lightning's scheme), reseed the
+    dataset's albumentations pipeline, and stop OpenCV from starting its own thread pool in
+    every worker (N workers x N cores threads).
+
+    Each worker holds a copy of the pipeline with the same RNG state: unless reseeded, all
+    workers would apply the same sequence of augmentations. torch.initial_seed() differs per
+    worker and per epoch, and follows the run's seed.
+    """
     cv2.setNumThreads(0)
     pl_worker_init_function(worker_id)
+    dataset = torch.utils.data.get_worker_info().dataset
+    if isinstance(dataset, SegmentationDataset):
+        dataset.reseed(torch.initial_seed() % 2**32)
 
 
 class SegmentationDataModule(L.LightningDataModule):

@@ -33,6 +33,10 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> Sample:
         raise NotImplementedError
 
+    def reseed(self, seed: int) -> None:
+        """Reseed the augmentation pipeline's own RNG (albumentations ignores global seeds)."""
+        self.transform.set_random_seed(seed)
+
     def __getitem__(self, index: int) -> dict:
         sample = self.load(index)
         mask = sample.mask

@@ -18,6 +18,7 @@ from typing import Any
 
 import albumentations as A
 import numpy as np
+import torch
 
 from seglight.errors import ConfigError, did_you_mean
 
@@ -73,7 +74,9 @@ def build_pipeline(
         build_transform(s, ignore_index, f"{where}[{i}]") for i, s in enumerate(specs or [])
     ]
     transforms.append(A.Normalize(mean=tuple(mean), std=tuple(std)))
-    return A.Compose(transforms)
+    # albumentations keeps its own RNG, untouched by seed_everything and unseeded by default:
+    # seed it from torch's seed so a seeded run repeats (workers reseed it, see seed_worker).
+    return A.Compose(transforms, seed=torch.initial_seed() % 2**32)
 
 
 def _transform_names() -> list[str]:
