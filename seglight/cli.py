@@ -82,6 +82,8 @@ class SeglightCLI(LightningCLI):
         # As LightningCLI.init_parser, with the parser class that condenses errors.
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
         kwargs.setdefault("prog", "seglight")  # not "__main__.py" under `python -m seglight`
+        if kwargs.get("description") in (None, "Lightning Trainer command line tool"):
+            kwargs["description"] = "seglight: semantic segmentation on PyTorch Lightning"
         parser = SeglightArgumentParser(**kwargs)
         parser.add_argument(
             "-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML)."

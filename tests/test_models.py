@@ -127,3 +127,16 @@ def test_encoder_weights_from_a_local_file(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(ConfigError, match="does not match the encoder"):
         build_model("Unet", "resnet18", str(path), 3, 2)
+
+
+def test_torchvision_imagenet_offline_says_how_to_proceed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: it would have to download
+    with pytest.raises(ConfigError, match="encoder_weights: null"):
+        build_model("torchvision.lraspp_mobilenet_v3_large", "", "imagenet", 3, 2)
+
+
+def test_other_input_channels():
+    module = SegmentationModule(
+        in_channels=4, num_classes=2, model_kwargs={"decoder_channels": [8] * 5}
+    )
+    assert module(torch.randn(2, 4, 32, 32)).shape == (2, 2, 32, 32)
