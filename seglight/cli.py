@@ -116,8 +116,19 @@ def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:
         config_error = _find_config_error(e)
         if config_error is None:
             raise
-        sys.stderr.write(f"seglight: error: {config_error}\n")
+        sys.stderr.write(f"seglight: error: {_original_message(config_error)}\n")
         sys.exit(2)
+
+
+def _original_message(error: ConfigError) -> str:
+    """An error raised in a DataLoader worker comes back with the worker's traceback in its
+    message ("Caught DataError in DataLoader worker process 0. Original Traceback ..."): the
+    last line holds what was raised."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return re.sub(r"^[\w.]+Error: ", "", last)
 
 
 def _find_config_error(error: BaseException | None) -> ConfigError | None:

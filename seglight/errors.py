@@ -12,3 +12,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class DataError(ConfigError):
+    """A dataset file or folder that cannot be used as it is: missing, corrupt, mislabelled."""

@@ -1,12 +1,23 @@
 """SegmentationDataset: (image, mask) samples -> transformed tensors in the batch-dict format."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from seglight.data.io import (
+    INDEX_MODES,
+    LabelMap,
+    check_same_size,
+    read_image,
+    read_mask_raw,
+    rgb_to_index,
+)
 
 
 @dataclass
@@ -51,6 +62,53 @@ class SegmentationDataset(Dataset):
             "name": sample.name,
             "size": torch.tensor(mask.shape, dtype=torch.long),
         }
+
+
+class FileDataset(SegmentationDataset):
+    """Samples read from (image path, mask path or None) pairs: each file decoded once, mask
+    values mapped to training ids by `label_map` and checked, sizes checked.
+
+    Args:
+        pairs: (image file, mask file) per sample; mask None for unlabelled images.
+        label_map: stored mask value -> training id, and which values are valid.
+        transform: the albumentations pipeline.
+        palette: for colour-coded masks, the colour of each class (enables "RGB" masks).
+        ignore_colour: for colour-coded masks, the colour of unlabelled pixels.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path | None]],
+        label_map: LabelMap,
+        transform: A.Compose,
+        palette: list[list[int]] | None = None,
+        ignore_colour: list[int] | None = None,
+    ) -> None:
+        super().__init__(transform, label_map.ignore_index)
+        self.pairs = list(pairs)
+        self.label_map = label_map
+        self.palette = palette
+        self.ignore_colour = ignore_colour
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """(H, W) uint8 training ids of one mask file."""
+        modes = INDEX_MODES + (("RGB", "RGBA") if self.palette else ())
+        raw, mode = read_mask_raw(path, modes)
+        if raw.ndim == 3:  # colour-coded: colours -> ids, then the same validity check
+            raw = rgb_to_index(raw, self.palette, path, self.ignore_colour, self.ignore_index)
+        return self.label_map.apply(raw, path)
+
+    def load(self, index: int) -> Sample:
+        image_path, mask_path = self.pairs[index]
+        image = read_image(image_path)
+        mask = None
+        if mask_path is not None:
+            mask = self.read_mask(mask_path)
+            check_same_size(image, mask, image_path, mask_path)
+        return Sample(image, mask, Path(image_path).stem)
 
 
 def collate_padded(samples: list[dict], ignore_index: int = 255) -> dict:

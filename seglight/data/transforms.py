@@ -79,6 +79,29 @@ def build_pipeline(
     return A.Compose(transforms, seed=torch.initial_seed() % 2**32)
 
 
+def train_preset(
+    crop_size: tuple[int, int], scale: tuple[float, float] = (0.5, 2.0)
+) -> list[TransformSpec]:
+    """The usual recipe of the benchmarks (mmsegmentation, torchvision references): random
+    rescale by `scale` (on the image's own size), pad to the crop size (masks with ignore_index,
+    by build_transform's default), random crop, horizontal flip, photometric jitter."""
+    h, w = crop_size
+    return [
+        {"name": "RandomScale", "scale_limit": [scale[0] - 1, scale[1] - 1], "p": 1.0},
+        {"name": "PadIfNeeded", "min_height": h, "min_width": w, "position": "top_left"},
+        {"name": "RandomCrop", "height": h, "width": w},
+        {"name": "HorizontalFlip", "p": 0.5},
+        {
+            "name": "ColorJitter",
+            "brightness": 0.25,
+            "contrast": 0.25,
+            "saturation": 0.25,
+            "hue": 0.0,
+            "p": 0.5,
+        },
+    ]
+
+
 def _transform_names() -> list[str]:
     return [n for n, c in vars(A).items() if inspect.isclass(c) and issubclass(c, A.BasicTransform)]
 

@@ -1,0 +1,151 @@
+"""Reading image and mask files exactly, once each, with errors that name the file.
+
+Images: PIL, which raises on truncated files (OpenCV returns a half-grey image and a warning).
+Masks: PIL too, because only PIL returns a palette PNG's *indices* (what VOC stores); OpenCV
+always expands the palette to colours. Label values are validated from one np.bincount over
+the raw mask (O(pixels), no second decode); the counts also serve the dataset audit.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from seglight.errors import DataError
+
+INDEX_MODES = ("P", "L")  # masks whose pixel values are label ids
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB. Grey, palette and RGBA images are converted; alpha is dropped."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            return np.asarray(rgb)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {e}") from None
+
+
+def read_mask_raw(path: str | Path, modes: tuple[str, ...] = INDEX_MODES) -> tuple[np.ndarray, str]:
+    """(H, W) array of the values stored in the file, and the file's PIL mode.
+
+    Index masks ("P" palette or "L" grey) give (H, W) uint8 ids; with "RGB" in `modes`, colour
+    masks give (H, W, 3) uint8 for a palette lookup (see `rgb_to_index`).
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode not in modes:
+                raise DataError(
+                    f"{path}: mask has mode {mode!r}, expected one of {modes} ({_mode_hint(mode)})"
+                )
+            return np.asarray(im), mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: mask file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode mask (corrupt or truncated?): {e}") from None
+
+
+def _mode_hint(mode: str) -> str:
+    if mode in ("RGB", "RGBA"):
+        return "a colour image: masks must hold class indices; was it converted from a palette PNG?"
+    if mode.startswith("I"):
+        return "a 16/32-bit mask: save label ids as 8-bit PNG"
+    return "not a label-index mask"
+
+
+class LabelMap:
+    """How a dataset's stored mask values become training ids.
+
+    Args:
+        mapping: stored value -> training id (0..num_classes-1 or ignore_index). Stored values
+            not in the mapping are invalid: a mask containing one is an error.
+        num_classes: number of training classes.
+        ignore_index: training id of unlabelled pixels.
+    """
+
+    def __init__(self, mapping: Mapping[int, int], num_classes: int, ignore_index: int = 255):
+        self.lut = np.full(256, ignore_index, np.uint8)  # stored value -> training id
+        self.valid = np.zeros(256, bool)  # which stored values may appear
+        for raw, train_id in mapping.items():
+            if not (0 <= train_id < num_classes or train_id == ignore_index):
+                raise ValueError(f"training id {train_id} for value {raw} is out of range")
+            self.lut[raw] = train_id
+            self.valid[raw] = True
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    @classmethod
+    def identity(cls, num_classes: int, ignore_index: int = 255) -> "LabelMap":
+        """Stored values are the training ids (0..C-1) or ignore_index."""
+        mapping = {i: i for i in range(num_classes)} | {ignore_index: ignore_index}
+        return cls(mapping, num_classes, ignore_index)
+
+    def counts(self, raw: np.ndarray) -> np.ndarray:
+        """(256,) pixel count per stored value."""
+        return np.bincount(raw.ravel(), minlength=256)
+
+    def invalid_values(self, counts: np.ndarray) -> list[int]:
+        return np.flatnonzero((counts > 0) & ~self.valid).tolist()
+
+    def apply(self, raw: np.ndarray, path: str | Path) -> np.ndarray:
+        """Training ids (H, W) uint8 for stored values (H, W) uint8; raises on invalid values."""
+        bad = self.invalid_values(self.counts(raw))
+        if bad:
+            raise DataError(
+                f"{path}: mask has values {bad[:20]} that are not labels of this dataset "
+                f"(expected {self.describe()})"
+            )
+        return self.lut[raw]
+
+    def describe(self) -> str:
+        values = np.flatnonzero(self.valid).tolist()
+        return f"values {_ranges(values)}"
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 3, 255] -> '0-3, 255'."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
+
+
+def rgb_to_index(
+    rgb: np.ndarray,
+    palette: list[list[int]],
+    path: str | Path,
+    ignore_colour: list[int] | None = None,
+    ignore_index: int = 255,
+) -> np.ndarray:
+    """(H, W, 3) colour-coded mask -> (H, W) uint8 class ids: class i has colour palette[i],
+    `ignore_colour` becomes ignore_index. Any other colour is an error naming file and colours."""
+    colours = [list(c) for c in palette] + ([list(ignore_colour)] if ignore_colour else [])
+    ids = list(range(len(palette))) + ([ignore_index] if ignore_colour else [])
+    rgb = rgb[..., :3].astype(np.int32)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colours], np.int32)
+    order = np.argsort(keys)
+    pos = np.searchsorted(keys[order], codes).clip(0, len(keys) - 1)
+    found = keys[order][pos] == codes
+    if not found.all():
+        bad = np.unique(rgb[~found].reshape(-1, 3), axis=0)[:10].tolist()
+        raise DataError(f"{path}: mask has colours {bad} that are not in the class palette")
+    return np.asarray(ids, np.uint8)[order[pos]]
+
+
+def check_same_size(image: np.ndarray, mask: np.ndarray, image_path, mask_path) -> None:
+    if image.shape[:2] != mask.shape[:2]:
+        raise DataError(
+            f"image and mask sizes differ: {image_path} is {image.shape[1]}x{image.shape[0]}, "
+            f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} (width x height)"
+        )
