@@ -10,6 +10,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
+from seglight.errors import ConfigError
+
 
 class ClassReport(L.Callback):
     """Print IoU and accuracy per class after `test` and `validate` (not during fit)."""
@@ -56,11 +58,15 @@ class MaskWriter(BasePredictionWriter):
 
     Args:
         output_dir: folder for the PNGs; null = "predictions" inside the run's log dir.
+        native_ids: write the dataset's own label ids instead (e.g. Cityscapes labelIds, what
+            the official evaluation script reads) as 8-bit grey PNGs; needs a data module
+            with a `native_ids` table (training id -> dataset id).
     """
 
-    def __init__(self, output_dir: str | None = None) -> None:
+    def __init__(self, output_dir: str | None = None, native_ids: bool = False) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
+        self.native_ids = native_ids
 
     def _folder(self, trainer: L.Trainer) -> Path:
         base = self.output_dir or str(
@@ -82,15 +88,33 @@ class MaskWriter(BasePredictionWriter):
         folder.mkdir(parents=True, exist_ok=True)
         palette = _flat_palette(getattr(trainer.datamodule, "palette", None))
         masks = prediction.to(torch.uint8).cpu().numpy()  # (B, H, W)
+        lut = self._native_lut(trainer)
         sizes = batch.get("size")
         for i, mask in enumerate(masks):
             if sizes is not None:
                 h, w = (int(v) for v in sizes[i])
                 mask = mask[:h, :w]
             name = batch["name"][i] if "name" in batch else f"{batch_idx:06d}_{i:03d}"
+            if lut is not None:
+                Image.fromarray(lut[mask], mode="L").save(folder / f"{Path(name).stem}.png")
+                continue
             image = Image.fromarray(np.ascontiguousarray(mask), mode="P")
             image.putpalette(palette)
             image.save(folder / f"{Path(name).stem}.png")
+
+    def _native_lut(self, trainer: L.Trainer) -> np.ndarray | None:
+        """(256,) uint8: training id -> dataset id (ignore stays 255), or None."""
+        if not self.native_ids:
+            return None
+        table = getattr(trainer.datamodule, "native_ids", None)
+        if table is None:
+            raise ConfigError(
+                f"MaskWriter.native_ids: {type(trainer.datamodule).__name__} has no native id "
+                "table; set native_ids: false"
+            )
+        lut = np.full(256, 255, np.uint8)
+        lut[: len(table)] = table
+        return lut
 
 
 def _flat_palette(palette: list[list[int]] | None) -> list[int]:

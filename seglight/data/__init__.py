@@ -1,7 +1,17 @@
 """Data modules: one per dataset, all on SegmentationDataModule."""
 
 from seglight.data.base import SegmentationDataModule
-from seglight.data.dataset import Sample, SegmentationDataset
+from seglight.data.dataset import FileDataset, Sample, SegmentationDataset
+from seglight.data.folder import FolderDataModule
 from seglight.data.synthetic import SyntheticDataModule
+from seglight.data.voc import VOCDataModule
 
-__all__ = ["SegmentationDataModule", "SegmentationDataset", "Sample", "SyntheticDataModule"]
+__all__ = [
+    "SegmentationDataModule",
+    "SegmentationDataset",
+    "FileDataset",
+    "Sample",
+    "SyntheticDataModule",
+    "VOCDataModule",
+    "FolderDataModule",
+]
