@@ -65,11 +65,12 @@ class SegmentationMetrics(MulticlassJaccardIndex):
         iou = super().compute().double()  # torchmetrics' per-class IoU, 0 where union is 0
         iou = torch.where(union > 0, iou, torch.nan)
         acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.nan)
-        total = confmat.sum()
+        # No labelled pixel at all (an unlabelled split): every value is undefined, NaN — never
+        # a 0 that reads like a result.
         return {
-            "mIoU": iou.nanmean() if (union > 0).any() else torch.tensor(0.0, dtype=iou.dtype),
-            "pixel_acc": tp.sum() / total if total > 0 else torch.tensor(0.0, dtype=iou.dtype),
-            "mAcc": acc.nanmean() if (gt > 0).any() else torch.tensor(0.0, dtype=iou.dtype),
+            "mIoU": iou.nanmean(),
+            "pixel_acc": tp.sum() / confmat.sum(),
+            "mAcc": acc.nanmean(),
             "IoU": iou,
             "acc": acc,
         }

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 
 from seglight.callbacks import ClassReport
 from seglight.errors import ConfigError
@@ -182,6 +183,11 @@ class SegmentationModule(L.LightningModule):
 
     def _log_metrics(self, stage: Stage, metrics: SegmentationMetrics) -> None:
         """Compute over the whole split (synced across processes) and log under `stage/`."""
+        if int(metrics.confmat.sum()) == 0 and not self.trainer.sanity_checking:
+            rank_zero_warn(
+                f"{stage}: no labelled pixel in the whole split, so every metric is NaN. "
+                f"Is it a split without public labels (e.g. a benchmark's test set)?"
+            )
         result = {k: v.detach().cpu() for k, v in metrics.compute().items()}
         metrics.reset()
         self.last_metrics[stage] = result

@@ -52,3 +52,31 @@ def test_folder_recipe_with_colour_masks(in_tmp):
     miou = [float(r["val/mIoU"]) for r in rows if r.get("val/mIoU")]
     assert miou and 0 <= miou[-1] <= 1
     assert np.isfinite(miou).all()
+
+
+def test_cityscapes_predictions_as_label_ids_for_the_official_script(in_tmp):
+    from test_cityscapes import make_cityscapes
+
+    make_cityscapes(in_tmp / "data" / "cityscapes")
+    config = str(ROOT / "configs" / "cityscapes.yaml")
+    main(["fit", "--config", config, *SMALL, "--data.eval_batch_size=1"])
+    main(["predict", "--config", config, *SMALL,
+          "--ckpt_path=outputs/cityscapes/checkpoints/last.ckpt"])  # fmt: skip
+    written = sorted((in_tmp / "outputs/cityscapes/predictions").glob("*.png"))
+    images = sorted((in_tmp / "data/cityscapes/leftImg8bit/val").rglob("*_leftImg8bit.png"))
+    # Named as the image (<city>_<seq>_<frame>_leftImg8bit.png: what the evaluation script
+    # matches on), holding labelIds, not training ids.
+    assert [p.name for p in written] == sorted(p.name for p in images)
+    values = set(np.unique(np.array(Image.open(written[0]))).tolist())
+    native = {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
+    assert values <= native and Image.open(written[0]).mode == "L"
+
+
+def test_split_without_labels_warns_and_reports_nan(in_tmp, recwarn):
+    make_folder(in_tmp / "data" / "my_dataset", n=4)
+    for mask in (in_tmp / "data/my_dataset/masks").iterdir():
+        Image.fromarray(np.full((24, 32), 255, np.uint8), mode="L").save(mask)
+    config = str(ROOT / "configs" / "folder.yaml")
+    c = main(["validate", "--config", config, *SMALL, "--data.classes=[a, b, c]"])
+    assert np.isnan(float(c.model.last_metrics["val"]["mIoU"]))
+    assert any("no labelled pixel" in str(w.message) for w in recwarn)

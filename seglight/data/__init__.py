@@ -1,6 +1,8 @@
 """Data modules: one per dataset, all on SegmentationDataModule."""
 
+from seglight.data.ade20k import ADE20KDataModule
 from seglight.data.base import SegmentationDataModule
+from seglight.data.cityscapes import CityscapesDataModule
 from seglight.data.dataset import FileDataset, Sample, SegmentationDataset
 from seglight.data.folder import FolderDataModule
 from seglight.data.synthetic import SyntheticDataModule
@@ -14,4 +16,6 @@ __all__ = [
     "SyntheticDataModule",
     "VOCDataModule",
     "FolderDataModule",
+    "CityscapesDataModule",
+    "ADE20KDataModule",
 ]
