@@ -100,8 +100,14 @@ class SeglightCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:
-    """Entry point of `seglight` and `python -m seglight`; `args` lets tests drive it."""
+    """Entry point of `seglight` and `python -m seglight`; `args` lets tests drive it.
+    `seglight audit ...` (seglight/audit.py) exits with its status: 1 when it found problems."""
+    argv = sys.argv[1:] if args is None else args
     try:
+        if isinstance(argv, list | tuple) and argv and argv[0] == "audit":  # not Lightning's
+            from seglight.audit import run_audit
+
+            sys.exit(run_audit(argv[1:]))
         return SeglightCLI(
             SegmentationModule,
             SegmentationDataModule,
@@ -141,3 +147,9 @@ def _find_config_error(error: BaseException | None) -> ConfigError | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def console_main() -> None:
+    """The `seglight` console script: exit status 0 on success (main() returns the CLI object,
+    which `sys.exit` would print and turn into status 1)."""
+    main()

@@ -226,3 +226,11 @@ def test_readme_and_makefile_commands_exist():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("help:", "install:", "demo:", "test:", "test-all:", "lint:", "bench:"):
         assert target in makefile
+
+
+def test_console_script_exits_zero_on_success(in_tmp):
+    script = Path(sys.executable).parent / "seglight"
+    out = subprocess.run([str(script), "fit", "--config", QUICKSTART, *TINY,
+                          "--trainer.fast_dev_run=true"], cwd=in_tmp, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]

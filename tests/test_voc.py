@@ -107,7 +107,7 @@ def test_rgb_mask_is_refused(tmp_path):
     path = tmp_path / "VOCdevkit/VOC2012/SegmentationClass/2007_000032.png"
     Image.open(path).convert("RGB").save(path)
     assert masks
-    with pytest.raises(DataError, match="2007_000032.png.*'RGB'.*converted"):
+    with pytest.raises(DataError, match="2007_000032.png: mask has mode 'RGB'.*converted"):
         dataset(tmp_path).load(0)
 
 

@@ -39,16 +39,16 @@ def read_mask_raw(path: str | Path, modes: tuple[str, ...] = INDEX_MODES) -> tup
     try:
         with Image.open(path) as im:
             im.load()
-            mode = im.mode
-            if mode not in modes:
-                raise DataError(
-                    f"{path}: mask has mode {mode!r}, expected one of {modes} ({_mode_hint(mode)})"
-                )
-            return np.asarray(im), mode
+            mode, values = im.mode, np.asarray(im)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot decode mask (corrupt or truncated?): {e}") from None
+    if mode not in modes:  # outside the try: DataError is a ValueError
+        raise DataError(
+            f"{path}: mask has mode {mode!r}, expected one of {modes} ({_mode_hint(mode)})"
+        )
+    return values, mode
 
 
 def _mode_hint(mode: str) -> str:
