@@ -14,11 +14,10 @@ training ids are k - 1 and 0 becomes ignore (mmsegmentation's `reduce_zero_label
 
 from pathlib import Path
 
-from seglight.data.base import SegmentationDataModule, Split
-from seglight.data.cityscapes import check_crop, list_folders, show_path
+from seglight.data.base import DiskDataModule, Split
+from seglight.data.cityscapes import list_folders, show_path
 from seglight.data.dataset import FileDataset
 from seglight.data.io import LabelMap
-from seglight.data.transforms import TransformSpec, train_preset
 from seglight.errors import DataError
 
 DOWNLOAD_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
@@ -98,7 +97,7 @@ NATIVE_IDS = list(range(1, len(CLASS_NAMES) + 1))  # training id k -> stored val
 STORED_TO_TRAIN_ID = {0: 255} | {k: k - 1 for k in range(1, len(CLASS_NAMES) + 1)}
 
 
-class ADE20KDataModule(SegmentationDataModule):
+class ADE20KDataModule(DiskDataModule):
     """ADE20K SceneParsing (ADEChallengeData2016): 150 classes, images of varied sizes.
 
     20,210 training and 2,000 validation images. The challenge's test images have no public
@@ -134,23 +133,12 @@ class ADE20KDataModule(SegmentationDataModule):
         predict_split: str = "validation",
         **kwargs,
     ) -> None:
-        crop_size, scale_range = check_crop(crop_size, scale_range)
-        self.root = root
-        self.crop_size = crop_size
-        self.scale_range = scale_range
-        self.splits: dict[str, str] = {
-            "train": train_split,
-            "val": val_split,
-            "test": test_split,
-            "predict": predict_split,
-        }
-        super().__init__(**kwargs)
-
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return train_preset(self.crop_size, self.scale_range)
+        splits = {"train": train_split, "val": val_split, "test": test_split,
+                  "predict": predict_split}  # fmt: skip
+        super().__init__(root, crop_size, scale_range, splits, **kwargs)
 
     def build_dataset(self, split: Split, transform) -> FileDataset:
-        pairs = find_pairs(Path(self.root), self.splits[split], split != "predict")
+        pairs = find_pairs(self.root, self.splits[split], split != "predict")
         return FileDataset(pairs, LabelMap(STORED_TO_TRAIN_ID, len(CLASS_NAMES)), transform)
 
 

@@ -16,11 +16,10 @@ is what the official evaluation script reads.
 
 from pathlib import Path
 
-from seglight.data.base import SegmentationDataModule, Split
+from seglight.data.base import DiskDataModule, Split
 from seglight.data.dataset import FileDataset
 from seglight.data.io import LabelMap
-from seglight.data.transforms import TransformSpec, train_preset
-from seglight.errors import ConfigError, DataError
+from seglight.errors import DataError
 
 DOWNLOAD_URL = "https://www.cityscapes-dataset.com/downloads/"
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -84,7 +83,7 @@ NATIVE_IDS = [i for _, _, i, _ in _TRAIN]  # trainId -> labelId, e.g. 0 -> 7 (ro
 LABEL_ID_TO_TRAIN_ID = {i: t for _, i, t, _, _ in LABELS if i >= 0}
 
 
-class CityscapesDataModule(SegmentationDataModule):
+class CityscapesDataModule(DiskDataModule):
     """Cityscapes, fine annotations (gtFine): 19 classes at 2048x1024.
 
     The public test split's labels are withheld (its gtFine files are placeholders), so `test`
@@ -119,23 +118,12 @@ class CityscapesDataModule(SegmentationDataModule):
         predict_split: str = "val",
         **kwargs,
     ) -> None:
-        crop_size, scale_range = check_crop(crop_size, scale_range)
-        self.root = root
-        self.crop_size = crop_size
-        self.scale_range = scale_range
-        self.splits: dict[str, str] = {
-            "train": train_split,
-            "val": val_split,
-            "test": test_split,
-            "predict": predict_split,
-        }
-        super().__init__(**kwargs)
-
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return train_preset(self.crop_size, self.scale_range)
+        splits = {"train": train_split, "val": val_split, "test": test_split,
+                  "predict": predict_split}  # fmt: skip
+        super().__init__(root, crop_size, scale_range, splits, **kwargs)
 
     def build_dataset(self, split: Split, transform) -> FileDataset:
-        pairs, label_map = find_pairs(Path(self.root), self.splits[split], split != "predict")
+        pairs, label_map = find_pairs(self.root, self.splits[split], split != "predict")
         return FileDataset(pairs, label_map, transform)
 
 
@@ -185,18 +173,6 @@ def find_pairs(
     return list(zip(images, label_ids, strict=True)), LabelMap(
         LABEL_ID_TO_TRAIN_ID, len(CLASS_NAMES)
     )
-
-
-def check_crop(
-    crop_size: tuple[int, int], scale_range: tuple[float, float]
-) -> tuple[tuple[int, int], tuple[float, float]]:
-    h, w = (int(v) for v in crop_size)
-    lo, hi = (float(v) for v in scale_range)
-    if h < 1 or w < 1:
-        raise ConfigError(f"data.crop_size: must be positive (height, width), got {crop_size}")
-    if not 0 < lo <= hi:
-        raise ConfigError(f"data.scale_range: need 0 < min <= max, got {scale_range}")
-    return (h, w), (lo, hi)
 
 
 def show_path(path: Path) -> str:

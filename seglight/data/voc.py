@@ -12,10 +12,9 @@ error, because its colours are not class ids.
 
 from pathlib import Path
 
-from seglight.data.base import SegmentationDataModule, Split
+from seglight.data.base import DiskDataModule, Split
 from seglight.data.dataset import FileDataset
 from seglight.data.io import LabelMap
-from seglight.data.transforms import TransformSpec, train_preset
 from seglight.errors import DataError
 
 VOC_CLASSES = [
@@ -47,7 +46,7 @@ def voc_palette(n: int = 256) -> list[list[int]]:
     return palette
 
 
-class VOCDataModule(SegmentationDataModule):
+class VOCDataModule(DiskDataModule):
     """PASCAL VOC 2012 semantic segmentation (21 classes, 255 = object borders / unlabelled).
 
     Args:
@@ -78,17 +77,11 @@ class VOCDataModule(SegmentationDataModule):
         predict_split: str = "val",
         **kwargs,
     ) -> None:
-        self.root = Path(root).expanduser()
         self.augmented = augmented
-        self.crop_size = tuple(crop_size)
-        self.scale_range = tuple(scale_range)
-        self.splits = {"train": train_split, "val": val_split, "test": test_split,
-                       "predict": predict_split}  # fmt: skip
         self.label_map = LabelMap.identity(len(VOC_CLASSES))
-        super().__init__(**kwargs)
-
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return train_preset(self.crop_size, self.scale_range)
+        splits = {"train": train_split, "val": val_split, "test": test_split,
+                  "predict": predict_split}  # fmt: skip
+        super().__init__(root, crop_size, scale_range, splits, **kwargs)
 
     def voc_dir(self) -> Path:
         for candidate in (self.root / "VOCdevkit" / "VOC2012", self.root / "VOC2012", self.root):
