@@ -1,5 +1,7 @@
 """Callbacks: the per-class table after test/validate, and predicted masks written as PNGs."""
 
+import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -8,16 +10,41 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from seglight.data.voc import voc_palette
 from seglight.errors import ConfigError
 
 
 class ClassReport(L.Callback):
-    """Print IoU and accuracy per class after `test` and `validate` (not during fit)."""
+    """Print IoU and accuracy per class after `test` and `validate` (not during fit); after
+    `test`, also write test_report.json, test_report.csv and test_confusion.png (rows = ground
+    truth, normalized per row) into the run's log dir."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._print(pl_module, "test")
+        # log_dir broadcasts from rank 0 under DDP: every process must ask, only rank 0 writes.
+        self._write(Path(trainer.log_dir or trainer.default_root_dir), trainer, pl_module)
+
+    @rank_zero_only
+    def _write(self, folder: Path, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        result = getattr(pl_module, "last_metrics", {}).get("test")
+        if result is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        report = build_report(pl_module.class_names, result)
+        report["checkpoint"] = str(trainer.ckpt_path) if trainer.ckpt_path else None
+        report["protocol"] = getattr(pl_module, "protocol_description", "whole")
+        (folder / "test_report.json").write_text(json.dumps(report, indent=2))
+        with open(folder / "test_report.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["class", "IoU", "acc", "pixels"])
+            for row in report["classes"]:
+                writer.writerow([row["name"], row["IoU"], row["acc"], row["pixels"]])
+        confusion_image(result["confmat"], pl_module.class_names).save(
+            folder / "test_confusion.png"
+        )
+        print(f"test report: {folder}/test_report.json, .csv, test_confusion.png")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
@@ -50,6 +77,50 @@ def format_class_table(class_names: list[str], result: dict[str, torch.Tensor], 
     return "\n".join(lines)
 
 
+def _number(x: torch.Tensor) -> float | None:
+    """JSON has no NaN: an undefined value (absent class) is null."""
+    value = float(x)
+    return None if value != value else value
+
+
+def build_report(class_names: list[str], result: dict[str, torch.Tensor]) -> dict:
+    """The numbers of a test run, JSON-ready: means, per class IoU / acc / ground-truth pixels,
+    and the raw confusion matrix (rows = ground truth, columns = prediction)."""
+    confmat = result["confmat"]
+    pixels = confmat.sum(1).tolist()
+    return {
+        "mIoU": _number(result["mIoU"]),
+        "mAcc": _number(result["mAcc"]),
+        "pixel_acc": _number(result["pixel_acc"]),
+        "classes": [
+            {"name": name, "IoU": _number(iou), "acc": _number(acc), "pixels": int(n)}
+            for name, iou, acc, n in zip(
+                class_names, result["IoU"], result["acc"], pixels, strict=True
+            )  # fmt: skip
+        ],
+        "confusion_matrix": confmat.tolist(),
+    }
+
+
+def confusion_image(confmat: torch.Tensor, class_names: list[str]) -> Image.Image:
+    """The confusion matrix as a picture: cell (i, j) = share of class i's pixels predicted as
+    j (rows sum to 1), white = 0 to dark blue = 1; class names on the left when they fit."""
+    c = confmat.shape[0]
+    rows = confmat.double() / confmat.sum(1, keepdim=True).clamp(min=1)  # (C, C) in [0, 1]
+    cell = max(4, min(40, 640 // c))
+    margin = 8 + 7 * max(len(n) for n in class_names) if c <= 40 else 0
+    white, blue = np.array([255, 255, 255]), np.array([8, 48, 107])
+    colours = (white + (blue - white) * rows.numpy()[..., None]).astype(np.uint8)  # (C, C, 3)
+    grid = np.kron(colours, np.ones((cell, cell, 1), np.uint8))  # (C*cell, C*cell, 3)
+    image = Image.new("RGB", (margin + grid.shape[1], grid.shape[0]), "white")
+    image.paste(Image.fromarray(grid), (margin, 0))
+    if margin:
+        draw = ImageDraw.Draw(image)
+        for i, name in enumerate(class_names):
+            draw.text((2, i * cell + max(0, cell // 2 - 6)), name, fill="black")
+    return image
+
+
 class MaskWriter(BasePredictionWriter):
     """Write each predicted mask as a palette PNG: pixel values are class indices, the palette
     gives each class its dataset colour (so the file opens as a colour image).
@@ -61,12 +132,22 @@ class MaskWriter(BasePredictionWriter):
         native_ids: write the dataset's own label ids instead (e.g. Cityscapes labelIds, what
             the official evaluation script reads) as 8-bit grey PNGs; needs a data module
             with a `native_ids` table (training id -> dataset id).
+        overlay: also write `overlays/<name>.jpg`: the class colours blended over the image.
+        overlay_alpha: opacity of the class colours in the overlay.
     """
 
-    def __init__(self, output_dir: str | None = None, native_ids: bool = False) -> None:
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        native_ids: bool = False,
+        overlay: bool = False,
+        overlay_alpha: float = 0.5,
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.native_ids = native_ids
+        self.overlay = overlay
+        self.overlay_alpha = overlay_alpha
 
     def _folder(self, trainer: L.Trainer) -> Path:
         base = self.output_dir or str(
@@ -90,17 +171,38 @@ class MaskWriter(BasePredictionWriter):
         masks = prediction.to(torch.uint8).cpu().numpy()  # (B, H, W)
         lut = self._native_lut(trainer)
         sizes = batch.get("size")
+        images = self._rgb(trainer, batch["image"]) if self.overlay else None  # (B, H, W, 3)
         for i, mask in enumerate(masks):
-            if sizes is not None:
-                h, w = (int(v) for v in sizes[i])
-                mask = mask[:h, :w]
+            h, w = mask.shape if sizes is None else (int(v) for v in sizes[i])
+            mask = mask[:h, :w]
             name = batch["name"][i] if "name" in batch else f"{batch_idx:06d}_{i:03d}"
+            if images is not None:
+                self._write_overlay(folder, Path(name).stem, images[i, :h, :w], mask, palette)
             if lut is not None:
                 Image.fromarray(lut[mask], mode="L").save(folder / f"{Path(name).stem}.png")
                 continue
             image = Image.fromarray(np.ascontiguousarray(mask), mode="P")
             image.putpalette(palette)
             image.save(folder / f"{Path(name).stem}.png")
+
+    @staticmethod
+    def _rgb(trainer: L.Trainer, images: torch.Tensor) -> np.ndarray:
+        """Normalized (B, 3, H, W) batch back to (B, H, W, 3) uint8 with the data's mean/std."""
+        dm = trainer.datamodule
+        mean = torch.tensor(getattr(dm, "mean", (0.0, 0.0, 0.0))).view(1, 3, 1, 1)
+        std = torch.tensor(getattr(dm, "std", (1.0, 1.0, 1.0))).view(1, 3, 1, 1)
+        rgb = (images.detach().float().cpu() * std + mean).clamp(0, 1) * 255
+        return rgb.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    def _write_overlay(self, folder: Path, stem: str, image, mask, palette) -> None:
+        colours = np.asarray(palette, np.float32).reshape(256, 3)[mask]  # (H, W, 3)
+        labelled = (mask != 255)[..., None]
+        a = self.overlay_alpha
+        blended = np.where(labelled, (1 - a) * image + a * colours, image)
+        (folder / "overlays").mkdir(exist_ok=True)
+        Image.fromarray(blended.astype(np.uint8)).save(
+            folder / "overlays" / f"{stem}.jpg", quality=90
+        )
 
     def _native_lut(self, trainer: L.Trainer) -> np.ndarray | None:
         """(256,) uint8: training id -> dataset id (ignore stays 255), or None."""
@@ -118,9 +220,10 @@ class MaskWriter(BasePredictionWriter):
 
 
 def _flat_palette(palette: list[list[int]] | None) -> list[int]:
-    """768 ints for PIL: class colours first, white for ignore (255), black elsewhere."""
+    """768 ints for PIL: class colours first (the VOC colour map when the dataset has none),
+    white for ignore (255)."""
     flat = [0] * 768
-    for i, rgb in enumerate(palette or []):
+    for i, rgb in enumerate(palette or voc_palette(255)):
         flat[3 * i : 3 * i + 3] = list(rgb)
     flat[765:768] = [255, 255, 255]
     return flat

@@ -57,7 +57,8 @@ class SegmentationMetrics(MulticlassJaccardIndex):
         self.confmat += torch.bincount(index, minlength=c * c).reshape(c, c)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """{"mIoU", "pixel_acc", "mAcc": scalars; "IoU", "acc": (C,) per class, NaN if absent}."""
+        """{"mIoU", "pixel_acc", "mAcc": scalars; "IoU", "acc": (C,) per class, NaN if absent;
+        "confmat": (C, C) counts, rows = ground truth}."""
         confmat = self.confmat.double()
         tp = confmat.diag()
         gt = confmat.sum(1)
@@ -73,4 +74,5 @@ class SegmentationMetrics(MulticlassJaccardIndex):
             "mAcc": acc.nanmean(),
             "IoU": iou,
             "acc": acc,
+            "confmat": self.confmat.clone(),  # (C, C), summed over processes like the rest
         }

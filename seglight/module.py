@@ -12,11 +12,11 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seglight.callbacks import ClassReport
 from seglight.errors import ConfigError
-from seglight.inference import forward_padded
+from seglight.inference import EvalProtocol, forward_padded, predict_logits
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
 from seglight.models import build_model, output_stride
@@ -47,6 +47,12 @@ class SegmentationModule(L.LightningModule):
         lr_scheduler: learning-rate scheduler, e.g. seglight.schedulers.PolyLR; null = constant.
         lr_scheduler_interval: step the scheduler every optimizer "step" or every "epoch".
         lr_scheduler_monitor: metric a ReduceLROnPlateau-style scheduler watches.
+        eval_protocol: how validation, test and predict compute logits: whole image or sliding
+            window, flip / multi-scale test-time augmentation (see seglight.inference.
+            EvalProtocol), e.g. `--model.eval_protocol.mode=slide
+            --model.eval_protocol.window=[512,512]`; null = whole image. Training is unaffected;
+            val/test losses are computed on the protocol's output. Recorded in the hyper-
+            parameters and printed at the start of validate/test/predict.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class SegmentationModule(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         lr_scheduler_monitor: str = "val/loss",
+        eval_protocol: EvalProtocol | None = None,
     ) -> None:
         super().__init__()
         # Callables are not hyper-parameters a checkpoint can rebuild; LightningCLI records the
@@ -73,6 +80,13 @@ class SegmentationModule(L.LightningModule):
             loss = LossConfig()
         elif isinstance(loss, dict):  # hparams keep the dataclass as a dict: load_from_checkpoint
             loss = LossConfig(**loss)
+        if eval_protocol is None:
+            eval_protocol = EvalProtocol()
+        elif isinstance(eval_protocol, dict):  # as `loss`: hparams keep a dict
+            eval_protocol = EvalProtocol(**eval_protocol)
+        self.eval_protocol = eval_protocol
+        self.protocol_description = eval_protocol.describe()
+        self._protocol_announced = False
         if class_names is None:
             class_names = [f"class_{i}" for i in range(num_classes)]
         if len(class_names) != num_classes:
@@ -106,8 +120,17 @@ class SegmentationModule(L.LightningModule):
 
     def shared_step(self, batch: dict[str, Any], stage: Stage) -> dict[str, torch.Tensor]:
         """One step of any stage: {"logits": (B, K, H, W), "loss": scalar, <loss terms>...}."""
-        logits = self(batch["image"])
+        images = batch["image"]
+        logits = self(images) if stage == "train" else self.evaluation_logits(images)
         return {"logits": logits, **self.compute_loss(logits, batch["mask"])}
+
+    def evaluation_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H, W) under `eval_protocol`, for validation, test and predict: `forward`
+        itself for the plain whole image, else seglight.inference.predict_logits over `forward`
+        (with TTA views: the log of the averaged probabilities)."""
+        if self.eval_protocol.is_plain:
+            return self(images)
+        return predict_logits(self, images, self.stride, self.eval_protocol, self.num_classes)
 
     # --- Lightning steps ------------------------------------------------------------------
 
@@ -125,10 +148,19 @@ class SegmentationModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Class indices (B, H, W) int64 at the batch's size; pixels outside an image's own
         size (batches of unequal images are padded, see batch["size"]) hold ignore_index."""
-        masks = self(batch["image"]).argmax(1)
+        masks = self.evaluation_logits(batch["image"]).argmax(1)
         if "size" in batch:
             masks = _fill_outside(masks, batch["size"], self.ignore_index)
         return masks
+
+    def on_validation_start(self) -> None:
+        self._announce_protocol()
+
+    def on_test_start(self) -> None:
+        self._announce_protocol()
+
+    def on_predict_start(self) -> None:
+        self._announce_protocol()
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val", self.val_metrics)
@@ -165,6 +197,12 @@ class SegmentationModule(L.LightningModule):
         self._log_losses(out, stage, batch["image"].shape[0])
         metrics.update(out["logits"].argmax(1), batch["mask"])
 
+    def _announce_protocol(self) -> None:
+        """Print the evaluation protocol once per run, so every result says how it was made."""
+        if not self._protocol_announced:
+            rank_zero_info(f"seglight: evaluation protocol: {self.protocol_description}")
+            self._protocol_announced = True
+
     def _log_losses(self, out: dict[str, torch.Tensor], stage: Stage, batch_size: int) -> None:
         on_step = stage == "train"
         for key, value in out.items():
@@ -183,19 +221,23 @@ class SegmentationModule(L.LightningModule):
 
     def _log_metrics(self, stage: Stage, metrics: SegmentationMetrics) -> None:
         """Compute over the whole split (synced across processes) and log under `stage/`."""
-        if int(metrics.confmat.sum()) == 0 and not self.trainer.sanity_checking:
+        result = {k: v.detach().cpu() for k, v in metrics.compute().items()}
+        metrics.reset()
+        if int(result["confmat"].sum()) == 0 and not self.trainer.sanity_checking:
             rank_zero_warn(
                 f"{stage}: no labelled pixel in the whole split, so every metric is NaN. "
                 f"Is it a split without public labels (e.g. a benchmark's test set)?"
             )
-        result = {k: v.detach().cpu() for k, v in metrics.compute().items()}
-        metrics.reset()
         self.last_metrics[stage] = result
         # Values are already reduced over all processes by torchmetrics: no sync_dist.
         self.log(f"{stage}/mIoU", result["mIoU"].float(), prog_bar=True)
         logged = {f"{stage}/{k}": result[k].float() for k in ("pixel_acc", "mAcc")}
-        for name, iou in zip(self.class_names, result["IoU"].float(), strict=True):
-            logged[f"{stage}/IoU/{name}"] = iou
+        pixels = result["confmat"].sum(1).float()  # (C,) ground-truth pixels per class
+        for i, name in enumerate(self.class_names):
+            logged[f"{stage}/IoU/{name}"] = result["IoU"][i].float()
+            logged[f"{stage}/acc/{name}"] = result["acc"][i].float()
+            if stage == "test":  # the report's pixel counts, for loggers without files
+                logged[f"{stage}/pixels/{name}"] = pixels[i]
         self.log_dict(logged)
 
 

@@ -15,9 +15,11 @@ import cv2
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from seglight.data.dataset import SegmentationDataset, collate_padded
+from seglight.data.dataset import FileDataset, SegmentationDataset, collate_padded
+from seglight.data.io import IMAGE_EXTENSIONS, LabelMap
 from seglight.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -25,7 +27,7 @@ from seglight.data.transforms import (
     build_pipeline,
     train_preset,
 )
-from seglight.errors import ConfigError
+from seglight.errors import ConfigError, DataError
 
 Split = Literal["train", "val", "test", "predict"]
 
@@ -70,6 +72,8 @@ class SegmentationDataModule(L.LightningDataModule):
             (none: evaluation at the original resolution).
         mean: per-channel mean for normalization (of images scaled to [0, 1]).
         std: per-channel standard deviation for normalization.
+        predict_dir: a folder of images (jpg, png, ...; no masks needed) for `predict`
+            instead of the dataset's predict split.
     """
 
     class_names: list[str] = []
@@ -87,8 +91,10 @@ class SegmentationDataModule(L.LightningDataModule):
         eval_transforms: list[TransformSpec] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.predict_dir = predict_dir
         if batch_size < 1:
             raise ConfigError(f"data.batch_size: must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -133,7 +139,23 @@ class SegmentationDataModule(L.LightningDataModule):
         for split in splits[stage]:
             if split not in self.datasets:
                 pipeline = self.pipelines["train" if split == "train" else "eval"]
-                self.datasets[split] = self.build_dataset(split, pipeline)
+                if split == "predict" and self.predict_dir is not None:
+                    self.datasets[split] = self.image_folder(self.predict_dir, pipeline)
+                else:
+                    self.datasets[split] = self.build_dataset(split, pipeline)
+
+    def image_folder(self, folder: str, transform: Any) -> FileDataset:
+        """Every image in `folder` (sorted by name), without masks: for `predict`."""
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise DataError(f"data.predict_dir: {path} is not a folder")
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
+            raise DataError(
+                f"data.predict_dir: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}"
+            )
+        label_map = LabelMap.identity(max(self.num_classes, 1), self.ignore_index)
+        return FileDataset([(p, None) for p in images], label_map, transform)
 
     def train_dataloader(self) -> DataLoader:
         # drop_last: a last batch of 1 would break BatchNorm and skew the step's loss.
@@ -164,7 +186,8 @@ class SegmentationDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if split == "train" else None,
+            sampler=None if split == "train" else _eval_sampler(dataset),
             drop_last=drop_last and len(dataset) > batch_size,
             num_workers=workers,
             persistent_workers=self.persistent_workers and workers > 0,
@@ -178,6 +201,21 @@ class SegmentationDataModule(L.LightningDataModule):
             return self.pin_memory
         trainer = self.trainer
         return trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+
+
+def _eval_sampler(dataset: SegmentationDataset):
+    """Under DDP, each image of an evaluation split goes to exactly one process.
+
+    Lightning's default DistributedSampler pads the split to a multiple of the world size by
+    repeating images, and the repeats would be counted twice in the confusion matrix. This one
+    does not pad (processes may run one batch fewer), and Lightning keeps a sampler that is
+    already a DistributedSampler. Single process: None, the DataLoader's default order.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    if torch.distributed.get_world_size() == 1:
+        return None
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 class DiskDataModule(SegmentationDataModule):

@@ -18,11 +18,10 @@ import yaml
 
 from seglight.data.base import SegmentationDataModule, Split
 from seglight.data.dataset import FileDataset
-from seglight.data.io import LabelMap
+from seglight.data.io import IMAGE_EXTENSIONS, LabelMap
 from seglight.data.transforms import TransformSpec, train_preset
 from seglight.errors import ConfigError, DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")  # lossless: JPEG would invent labels
 
 

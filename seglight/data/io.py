@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from seglight.errors import DataError
 
 INDEX_MODES = ("P", "L")  # masks whose pixel values are label ids
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_image(path: str | Path) -> np.ndarray:

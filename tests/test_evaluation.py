@@ -1,0 +1,97 @@
+"""Evaluation you can publish: report files that agree with the logs, exact metrics under DDP."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seglight.cli import main
+from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
+
+from conftest import QUICKSTART, TINY
+
+# A random-init model (seed 0) on 5 test images: no training needed to compare protocols.
+TEST = ["test", "--config", QUICKSTART, *TINY, "--data.test_size=5", "--data.eval_batch_size=1"]
+
+
+def report_of(folder):
+    return json.loads(next(folder.rglob("test_report.json")).read_text())
+
+
+def test_report_files_agree_with_the_logged_metrics(in_tmp):
+    main(TEST)
+    run = in_tmp / "outputs/quickstart/logs/version_0"
+    report = json.loads((run / "test_report.json").read_text())
+    logged = {k: float(v) for r in csv.DictReader(open(run / "metrics.csv")) for k, v in r.items()
+              if v and k.startswith("test/")}  # fmt: skip
+    assert abs(report["mIoU"] - logged["test/mIoU"]) < 1e-6
+    confmat = np.array(report["confusion_matrix"])
+    assert confmat.shape == (5, 5) and confmat.sum() > 0
+    for i, row in enumerate(report["classes"]):
+        assert row["name"] == CLASS_NAMES[i] and row["pixels"] == confmat[i].sum()
+        assert row["pixels"] == logged[f"test/pixels/{row['name']}"]
+        if row["IoU"] is not None:
+            assert abs(row["IoU"] - logged[f"test/IoU/{row['name']}"]) < 1e-6
+            tp, union = confmat[i, i], confmat[i].sum() + confmat[:, i].sum() - confmat[i, i]
+            assert abs(row["IoU"] - tp / union) < 1e-6  # the report's own matrix, recomputed
+    rows = list(csv.DictReader(open(run / "test_report.csv")))
+    assert [r["class"] for r in rows] == CLASS_NAMES
+    picture = Image.open(run / "test_confusion.png")
+    assert picture.mode == "RGB" and picture.size[1] >= 5 * 4
+
+
+def test_ddp_counts_every_image_exactly_once(tmp_path):
+    """2 processes (gloo, CPU) on 5 images: Lightning's default sampler would repeat one image
+    to even the split; the confusion matrix must equal the single-process one exactly."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    results = {}
+    for devices in (1, 2):
+        cwd = tmp_path / f"devices{devices}"
+        cwd.mkdir()
+        out = subprocess.run(
+            [sys.executable, "-m", "seglight", *TEST, "--trainer.accelerator=cpu",
+             f"--trainer.devices={devices}",
+             f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}"],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        results[devices] = report_of(cwd)
+    single, ddp = (np.array(results[d]["confusion_matrix"]) for d in (1, 2))
+    dm = SyntheticDataModule(image_size=32, test_size=5, num_workers=0)
+    test_set = dm.build_dataset("test", dm.pipelines["eval"])
+    labelled = sum(int((test_set.load(i).mask != 255).sum()) for i in range(5))
+    assert single.sum() == labelled  # every labelled pixel of the 5 images, once
+    np.testing.assert_array_equal(ddp, single)
+    assert results[2]["mIoU"] == results[1]["mIoU"]
+
+
+def test_predict_any_folder_with_overlays(in_tmp):
+    photos = in_tmp / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a.jpg": (40, 52), "b.png": (33, 47), "c.jpeg": (64, 64)}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(photos / name)
+    (photos / "notes.txt").write_text("not an image")
+    main(["predict", "--config", QUICKSTART, *TINY, "--data.predict_dir=photos",
+          "--data.eval_batch_size=2", "--trainer.callbacks+=seglight.callbacks.MaskWriter",
+          "--trainer.callbacks.output_dir=out", "--trainer.callbacks.overlay=true"])  # fmt: skip
+    for name, (h, w) in sizes.items():
+        stem = name.split(".")[0]
+        mask = Image.open(in_tmp / "out" / f"{stem}.png")
+        assert mask.size == (w, h) and mask.mode == "P"  # each image's own size, not the batch's
+        assert np.array(mask).max() < len(CLASS_NAMES)
+        assert Image.open(in_tmp / "out" / "overlays" / f"{stem}.jpg").size == (w, h)
+
+
+def test_predict_dir_must_hold_images(in_tmp, capsys):
+    (in_tmp / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--config", QUICKSTART, *TINY, "--data.predict_dir=empty"])
+    assert exit_info.value.code == 2
+    assert "data.predict_dir: no images" in capsys.readouterr().err
