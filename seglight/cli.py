@@ -101,13 +101,18 @@ class SeglightCLI(LightningCLI):
 
 def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:
     """Entry point of `seglight` and `python -m seglight`; `args` lets tests drive it.
-    `seglight audit ...` (seglight/audit.py) exits with its status: 1 when it found problems."""
+    `seglight audit ...` (seglight/audit.py) exits with its status: 1 when it found problems;
+    `seglight export ...` (seglight/export.py) with 0, or 2 when the export is not usable."""
     argv = sys.argv[1:] if args is None else args
     try:
         if isinstance(argv, list | tuple) and argv and argv[0] == "audit":  # not Lightning's
             from seglight.audit import run_audit
 
             sys.exit(run_audit(argv[1:]))
+        if isinstance(argv, list | tuple) and argv and argv[0] == "export":  # not Lightning's
+            from seglight.export import run_export
+
+            sys.exit(run_export(argv[1:]))
         return SeglightCLI(
             SegmentationModule,
             SegmentationDataModule,
