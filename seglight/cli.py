@@ -14,8 +14,10 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 import lightning  # noqa: E402
 from jsonargparse import ActionConfigFile  # noqa: E402
+from lightning.pytorch.callbacks import BasePredictionWriter  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
+from seglight.callbacks import MaskWriter  # noqa: E402
 from seglight.data.base import SegmentationDataModule  # noqa: E402
 from seglight.errors import ConfigError, did_you_mean  # noqa: E402
 from seglight.module import SegmentationModule  # noqa: E402
@@ -97,6 +99,16 @@ class SeglightCLI(LightningCLI):
         parser.set_defaults(
             {"model": {"class_path": DEFAULT_MODEL}, "data": {"class_path": DEFAULT_DATA}}
         )
+
+    def predict(self, **kwargs) -> list | None:
+        """`predict` streams: each batch's masks go to the prediction writers and are not kept
+        in memory (memory would grow with the number of images) unless --return_predictions=true.
+        Without a writer in the config, a MaskWriter writes to <log dir>/predictions."""
+        if kwargs.get("return_predictions") is None:
+            kwargs["return_predictions"] = False
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(MaskWriter())
+        return self.trainer.predict(**kwargs)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:

@@ -95,3 +95,12 @@ def test_predict_dir_must_hold_images(in_tmp, capsys):
         main(["predict", "--config", QUICKSTART, *TINY, "--data.predict_dir=empty"])
     assert exit_info.value.code == 2
     assert "data.predict_dir: no images" in capsys.readouterr().err
+
+
+def test_predict_streams_to_a_default_writer(in_tmp):
+    """No writer in the config: masks still land on disk, and none are kept in memory."""
+    c = main(["predict", "--config", QUICKSTART, *TINY, "--trainer.callbacks=[]",
+              "--trainer.logger=false", "--trainer.default_root_dir=run"])  # fmt: skip
+    assert sorted(p.name for p in (in_tmp / "run" / "predictions").glob("*.png")) == [
+        "predict_00000.png", "predict_00001.png", "predict_00002.png"]  # fmt: skip
+    assert c.trainer.predict_loop.predictions == []  # streamed, not accumulated
