@@ -67,7 +67,7 @@ def main() -> None:
             lambda: predict_logits(module, image, module.stride, protocol, 19), args.repeats
         )
         ratio = window_pixel_ratio(args.size, protocol.window, protocol.stride, module.stride)
-        print(f"\nwhole {whole * 1000:.1f} ms; slide {protocol.describe()} {slide * 1000:.1f} ms")
+        print(f"\nwhole {whole * 1000:.1f} ms; {protocol.describe()} {slide * 1000:.1f} ms")
         print(f"slide/whole = {slide / whole:.2f}; window-pixel ratio = {ratio:.2f}; "
               f"slide <= 1.15 x ratio x whole: {slide <= 1.15 * ratio * whole} "
               f"({slide / (ratio * whole):.2f} x)")  # fmt: skip
