@@ -20,11 +20,14 @@ install: $(STAMP)  ## create .venv and install seglight with the dev extras (ski
 
 CKPT := outputs/quickstart/checkpoints/best.ckpt
 
-demo: $(STAMP)  ## fit on the built-in data, test the best checkpoint, predict PNG masks into outputs/
+demo: $(STAMP)  ## fit on the built-in data, test (report files), predict PNG masks, export ONNX
 	$(PY) -m seglight fit --config configs/quickstart.yaml
 	$(PY) -m seglight test --config configs/quickstart.yaml --ckpt_path $(CKPT)
 	$(PY) -m seglight predict --config configs/quickstart.yaml --ckpt_path $(CKPT)
+	$(PY) -m seglight export --ckpt_path $(CKPT)
 	@echo "Predicted masks (palette PNGs): outputs/quickstart/predictions/"
+	@echo "Test report: outputs/quickstart/logs/version_*/test_report.{json,csv}, test_confusion.png"
+	@echo "ONNX model: outputs/quickstart/checkpoints/best.onnx"
 
 test: $(STAMP)  ## the fast test suite (CPU, a few minutes)
 	$(PY) -m pytest -m "not slow"
