@@ -17,7 +17,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from seglight.errors import ConfigError
 
@@ -36,7 +35,9 @@ def pad_to_multiple(images: torch.Tensor, stride: int) -> tuple[torch.Tensor, tu
     return F.pad(images, (0, pad_w, 0, pad_h), mode=mode), (h, w)
 
 
-def forward_padded(model: nn.Module, images: torch.Tensor, stride: int) -> torch.Tensor:
+def forward_padded(
+    model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, stride: int
+) -> torch.Tensor:
     """Logits (B, K, H, W) for images (B, C, H, W) of any H, W."""
     padded, (h, w) = pad_to_multiple(images, stride)
     logits = model(padded)
@@ -203,18 +204,12 @@ def _view_logits(
     if protocol.mode == "slide":
         logits = _slide(model_fn, x, stride, protocol, num_classes)
     else:
-        logits = _whole(model_fn, x, stride)  # (B, K, h', w')
+        logits = forward_padded(model_fn, x, stride)  # (B, K, h', w')
     if flip:
         logits = logits.flip(-1)
     if logits.shape[-2:] != (h, w):
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     return logits  # (B, K, H, W)
-
-
-def _whole(model_fn: ModelFn, images: torch.Tensor, stride: int) -> torch.Tensor:
-    """Logits (B, K, h, w) of images (B, C, h, w): pad to the stride, run, crop back."""
-    padded, (h, w) = pad_to_multiple(images, stride)
-    return model_fn(padded)[..., :h, :w]
 
 
 def _slide(
@@ -243,7 +238,7 @@ def _slide(
     for y in _starts(ph, wh, sh):
         for x in _starts(pw, ww, sw):
             window = images[..., y : y + wh, x : x + ww]  # (B, C, wh, ww)
-            logits = _whole(model_fn, window, stride)  # (B, K, wh, ww)
+            logits = forward_padded(model_fn, window, stride)  # (B, K, wh, ww)
             if logits.shape[1] != num_classes:
                 raise ValueError(
                     f"predict_logits: the model gives {logits.shape[1]} channels, "
