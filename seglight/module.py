@@ -107,6 +107,9 @@ class SegmentationModule(L.LightningModule):
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
         # The last computed metrics per stage, as plain tensors, for reports and callbacks.
         self.last_metrics: dict[str, dict[str, torch.Tensor]] = {}
+        # Running loss sums of the current validation/test epoch (see _evaluate).
+        self._eval_loss_sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._eval_loss_counts: dict[str, int] = {}
 
     # --- hooks a subclass overrides ---------------------------------------------------------
 
@@ -194,7 +197,14 @@ class SegmentationModule(L.LightningModule):
 
     def _evaluate(self, batch: dict[str, Any], stage: Stage, metrics: SegmentationMetrics) -> None:
         out = self.shared_step(batch, stage)
-        self._log_losses(out, stage, batch["image"].shape[0])
+        # Loss sums weighted by batch size, reduced over the whole split at epoch end: under DDP
+        # with unequal shards, Lightning's sync_dist would average the processes' means instead.
+        size = batch["image"].shape[0]
+        sums = self._eval_loss_sums.setdefault(stage, {})
+        for key, value in out.items():
+            if key != "logits":
+                sums[key] = sums.get(key, 0.0) + value.detach().double() * size
+        self._eval_loss_counts[stage] = self._eval_loss_counts.get(stage, 0) + size
         metrics.update(out["logits"].argmax(1), batch["mask"])
 
     def _announce_protocol(self) -> None:
@@ -204,23 +214,29 @@ class SegmentationModule(L.LightningModule):
             self._protocol_announced = True
 
     def _log_losses(self, out: dict[str, torch.Tensor], stage: Stage, batch_size: int) -> None:
-        on_step = stage == "train"
+        """Training losses: per step and per-epoch mean (per process, as Lightning does)."""
         for key, value in out.items():
             if key == "logits":
                 continue
             name = f"{stage}/loss" if key == "loss" else f"{stage}/loss_{key}"
-            self.log(
-                name,
-                value,
-                on_step=on_step,
-                on_epoch=True,
-                prog_bar=key == "loss",
-                batch_size=batch_size,
-                sync_dist=not on_step,
-            )
+            self.log(name, value, on_step=True, on_epoch=True, prog_bar=key == "loss",
+                     batch_size=batch_size)  # fmt: skip
+
+    def _log_eval_losses(self, stage: Stage) -> None:
+        """Mean loss over every image of the split, on all processes together."""
+        sums = self._eval_loss_sums.pop(stage, {})
+        count = self._eval_loss_counts.pop(stage, 0)
+        reduce = self.trainer.strategy.reduce
+        total = reduce(torch.tensor(float(count), dtype=torch.float64, device=self.device),
+                       reduce_op="sum")  # fmt: skip
+        for key, value in sums.items():
+            name = f"{stage}/loss" if key == "loss" else f"{stage}/loss_{key}"
+            mean = reduce(value.to(self.device), reduce_op="sum") / total.clamp(min=1)
+            self.log(name, mean.float(), prog_bar=key == "loss")
 
     def _log_metrics(self, stage: Stage, metrics: SegmentationMetrics) -> None:
         """Compute over the whole split (synced across processes) and log under `stage/`."""
+        self._log_eval_losses(stage)
         result = {k: v.detach().cpu() for k, v in metrics.compute().items()}
         metrics.reset()
         if int(result["confmat"].sum()) == 0 and not self.trainer.sanity_checking:

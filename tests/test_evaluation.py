@@ -104,3 +104,28 @@ def test_predict_streams_to_a_default_writer(in_tmp):
     assert sorted(p.name for p in (in_tmp / "run" / "predictions").glob("*.png")) == [
         "predict_00000.png", "predict_00001.png", "predict_00002.png"]  # fmt: skip
     assert c.trainer.predict_loop.predictions == []  # streamed, not accumulated
+
+
+def test_ddp_validation_equals_single_process(tmp_path):
+    """The validation loader (the one fit validates with) under 2 processes, 5 images: every
+    logged val/ number equals the single-process one."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    logged = {}
+    for devices in (1, 2):
+        cwd = tmp_path / f"devices{devices}"
+        cwd.mkdir()
+        out = subprocess.run(
+            [sys.executable, "-m", "seglight", "validate", "--config", QUICKSTART, *TINY,
+             "--data.val_size=5", "--data.eval_batch_size=1", "--trainer.accelerator=cpu",
+             f"--trainer.devices={devices}",
+             f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}"],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        rows = csv.DictReader(open(next(cwd.rglob("metrics.csv"))))
+        logged[devices] = {k: float(v) for r in rows for k, v in r.items()
+                           if v and k.startswith("val/") and k != "val/loss"}  # fmt: skip
+    assert {"val/mIoU", "val/pixel_acc", "val/IoU/circle"} <= set(logged[1])
+    assert logged[2].keys() == logged[1].keys()
+    for key, value in logged[1].items():
+        assert logged[2][key] == value or (np.isnan(value) and np.isnan(logged[2][key])), key
