@@ -45,22 +45,26 @@ def test_report_files_agree_with_the_logged_metrics(in_tmp):
     assert picture.mode == "RGB" and picture.size[1] >= 5 * 4
 
 
+def run_on_cpus(tmp_path, devices: int, args: list[str]):
+    """`python -m seglight <args>` on `devices` CPU processes (DDP over gloo when > 1), in its
+    own folder, which it returns."""
+    cwd = tmp_path / f"devices{devices}"
+    cwd.mkdir()
+    strategy = "ddp" if devices > 1 else "auto"
+    out = subprocess.run(
+        [sys.executable, "-m", "seglight", *args, "--trainer.accelerator=cpu",
+         f"--trainer.devices={devices}", f"--trainer.strategy={strategy}"],
+        cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cwd
+
+
 def test_ddp_counts_every_image_exactly_once(tmp_path):
     """2 processes (gloo, CPU) on 5 images: Lightning's default sampler would repeat one image
     to even the split; the confusion matrix must equal the single-process one exactly."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    results = {}
-    for devices in (1, 2):
-        cwd = tmp_path / f"devices{devices}"
-        cwd.mkdir()
-        out = subprocess.run(
-            [sys.executable, "-m", "seglight", *TEST, "--trainer.accelerator=cpu",
-             f"--trainer.devices={devices}",
-             f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}"],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr[-3000:]
-        results[devices] = report_of(cwd)
+    results = {d: report_of(run_on_cpus(tmp_path, d, TEST)) for d in (1, 2)}
     single, ddp = (np.array(results[d]["confusion_matrix"]) for d in (1, 2))
     dm = SyntheticDataModule(image_size=32, test_size=5, num_workers=0)
     test_set = dm.build_dataset("test", dm.pipelines["eval"])
@@ -109,19 +113,11 @@ def test_predict_streams_to_a_default_writer(in_tmp):
 def test_ddp_validation_equals_single_process(tmp_path):
     """The validation loader (the one fit validates with) under 2 processes, 5 images: every
     logged val/ number equals the single-process one."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    validate = ["validate", "--config", QUICKSTART, *TINY, "--data.val_size=5",
+                "--data.eval_batch_size=1"]  # fmt: skip
     logged = {}
     for devices in (1, 2):
-        cwd = tmp_path / f"devices{devices}"
-        cwd.mkdir()
-        out = subprocess.run(
-            [sys.executable, "-m", "seglight", "validate", "--config", QUICKSTART, *TINY,
-             "--data.val_size=5", "--data.eval_batch_size=1", "--trainer.accelerator=cpu",
-             f"--trainer.devices={devices}",
-             f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}"],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr[-3000:]
+        cwd = run_on_cpus(tmp_path, devices, validate)
         rows = csv.DictReader(open(next(cwd.rglob("metrics.csv"))))
         logged[devices] = {k: float(v) for r in rows for k, v in r.items()
                            if v and k.startswith("val/") and k != "val/loss"}  # fmt: skip
