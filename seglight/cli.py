@@ -8,6 +8,7 @@ python -m seglight fit --config configs/quickstart.yaml --model.optimizer.lr=3e-
 import os
 import re
 import sys
+from pathlib import Path
 
 # Lightning's own calls into jsonargparse are deprecated there; the warnings are not the user's.
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
@@ -18,8 +19,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
 from seglight.callbacks import MaskWriter  # noqa: E402
+from seglight.checkpointing import (  # noqa: E402
+    read_checkpoint,
+    resolve_ckpt_path,
+    use_atomic_checkpoint_io,
+)
 from seglight.data.base import SegmentationDataModule  # noqa: E402
-from seglight.errors import ConfigError, did_you_mean  # noqa: E402
+from seglight.errors import ConfigError, NonFiniteLossError, did_you_mean  # noqa: E402
+from seglight.loggers import SaveConfig  # noqa: E402
 from seglight.module import SegmentationModule  # noqa: E402
 
 DEFAULT_MODEL = "seglight.module.SegmentationModule"
@@ -43,7 +50,8 @@ class SeglightArgumentParser(LightningArgumentParser):
 NOISE = re.compile(
     r"^(Does not validate against any|Subtypes:|Errors:|Given value|Got value|"
     r"Problem with given class_path|Expected a <class|Parser key|Not a valid subclass|"
-    r"Import path|Not of type)"
+    r"Import path|Not of type|Subclass types expect|a class path \(str\)|a dict with|"
+    r"Given value type)"
 )
 
 
@@ -85,7 +93,12 @@ class SeglightCLI(LightningCLI):
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
         kwargs.setdefault("prog", "seglight")  # not "__main__.py" under `python -m seglight`
         if kwargs.get("description") in (None, "Lightning Trainer command line tool"):
-            kwargs["description"] = "seglight: semantic segmentation on PyTorch Lightning"
+            kwargs["description"] = (
+                "seglight: semantic segmentation on PyTorch Lightning. Besides the subcommands "
+                "below: `seglight audit` checks a dataset, `seglight export` writes ONNX/"
+                "TorchScript, `seglight seeds` runs fit+test per seed (mean ± std); each has "
+                "--help."
+            )
         parser = SeglightArgumentParser(**kwargs)
         parser.add_argument(
             "-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML)."
@@ -99,6 +112,31 @@ class SeglightCLI(LightningCLI):
         parser.set_defaults(
             {"model": {"class_path": DEFAULT_MODEL}, "data": {"class_path": DEFAULT_DATA}}
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads --ckpt_path's hyper-parameters into the config before anything is
+        built; a bad file must be refused here, with one line naming it, not a pickle traceback.
+        (`last`/`best`/`hpc` are not files: they are resolved in instantiate_trainer.)"""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).exists():
+            read_checkpoint(path)
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs) -> lightning.Trainer:
+        """LightningCLI's trainer, with atomic checkpoint saves (unless the config names a
+        CheckpointIO) and --ckpt_path checked and resolved before anything runs; checkpoints are
+        loaded with weights_only=True unless --weights_only=false (seglight.checkpointing)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer_config = self._get(self.config_init, "trainer", default={}) or {}
+        use_atomic_checkpoint_io(trainer, trainer_config.get("plugins"))
+        section = self.config_init.get(self.subcommand) if self.subcommand else None
+        if section is not None and "ckpt_path" in section:
+            path = section["ckpt_path"]
+            section["ckpt_path"] = resolve_ckpt_path(self.subcommand, path, trainer, self.model)
+            if section.get("weights_only") is None:
+                section["weights_only"] = True
+        return trainer
 
     def predict(self, **kwargs) -> list | None:
         """`predict` streams: each batch's masks go to the prediction writers and are not kept
@@ -114,7 +152,8 @@ class SeglightCLI(LightningCLI):
 def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:
     """Entry point of `seglight` and `python -m seglight`; `args` lets tests drive it.
     `seglight audit ...` (seglight/audit.py) exits with its status: 1 when it found problems;
-    `seglight export ...` (seglight/export.py) with 0, or 2 when the export is not usable."""
+    `seglight export ...` (seglight/export.py) with 0, or 2 when the export is not usable;
+    `seglight seeds ...` (seglight/seeds.py) runs fit + test per seed and reports mean ± std."""
     argv = sys.argv[1:] if args is None else args
     try:
         if isinstance(argv, list | tuple) and argv and argv[0] == "audit":  # not Lightning's
@@ -125,16 +164,24 @@ def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:
             from seglight.export import run_export
 
             sys.exit(run_export(argv[1:]))
+        if isinstance(argv, list | tuple) and argv and argv[0] == "seeds":  # not Lightning's
+            from seglight.seeds import run_seeds
+
+            sys.exit(run_seeds(argv[1:]))
         return SeglightCLI(
             SegmentationModule,
             SegmentationDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # the module's optimizer/lr_scheduler arguments do it
+            save_config_callback=SaveConfig,  # config.yaml, and the same config into W&B
             save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
         )
+    except NonFiniteLossError as e:  # training diverged: one line says where; status 1, not 2
+        sys.stderr.write(f"seglight: error: {e}\n")
+        sys.exit(1)
     except Exception as e:  # noqa: BLE001 - re-raised unless it is a ConfigError in disguise
         config_error = _find_config_error(e)
         if config_error is None:

@@ -16,3 +16,9 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 class DataError(ConfigError):
     """A dataset file or folder that cannot be used as it is: missing, corrupt, mislabelled."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became nan or inf (SegmentationModule's `nonfinite_loss="stop"`); the
+    message names the step, the batch's files and where the batch was saved. Not a ConfigError:
+    the CLI prints it as one line and exits with status 1, not 2."""

@@ -7,22 +7,30 @@ unlabelled. Subclass and override `compute_loss` or `shared_step` to change what
 select the subclass with `--model path.to.MyModule`.
 """
 
+import math
+import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 
 from seglight.callbacks import ClassReport
-from seglight.errors import ConfigError
+from seglight.checkpointing import check_seglight_checkpoint, read_checkpoint
+from seglight.errors import ConfigError, NonFiniteLossError
 from seglight.inference import EvalProtocol, forward_padded, predict_logits
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
 from seglight.models import build_model, output_stride
+from seglight.preemption import PreemptionCheckpoint
+from seglight.resume import RngState
 from seglight.schedulers import _TrainerLengthLR
 
 Stage = Literal["train", "val", "test"]
+NonFiniteLoss = Literal["stop", "skip", "off"]
 
 
 class SegmentationModule(L.LightningModule):
@@ -53,6 +61,15 @@ class SegmentationModule(L.LightningModule):
             --model.eval_protocol.window=[512,512]`; null = whole image. Training is unaffected;
             val/test losses are computed on the protocol's output. Recorded in the hyper-
             parameters and printed at the start of validate/test/predict.
+        nonfinite_loss: what a nan/inf training loss does, checked at every step: "stop" raises
+            seglight.errors.NonFiniteLossError naming the loss terms, epoch, global step and the
+            batch's files (the CLI prints it as one line and exits with status 1); "skip" drops
+            the batch (no optimizer step, BatchNorm statistics restored), warns with the same
+            details and counts it in `train/skipped_nonfinite`; "off" checks nothing (saves the
+            one host sync per step the check costs).
+        nonfinite_batch_dir: folder where a batch with a non-finite loss is saved with
+            torch.save (its image, mask, name, ... plus epoch, step, batch_idx, rank, losses),
+            to reproduce it; null = not saved.
     """
 
     def __init__(
@@ -71,6 +88,8 @@ class SegmentationModule(L.LightningModule):
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         lr_scheduler_monitor: str = "val/loss",
         eval_protocol: EvalProtocol | None = None,
+        nonfinite_loss: NonFiniteLoss = "stop",
+        nonfinite_batch_dir: str | None = None,
     ) -> None:
         super().__init__()
         # Callables are not hyper-parameters a checkpoint can rebuild; LightningCLI records the
@@ -98,6 +117,14 @@ class SegmentationModule(L.LightningModule):
         self.ignore_index = ignore_index
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        if nonfinite_loss not in ("stop", "skip", "off"):
+            raise ConfigError(
+                f"model.nonfinite_loss: expected 'stop', 'skip' or 'off', got {nonfinite_loss!r}"
+            )
+        self.nonfinite_loss = nonfinite_loss
+        self.nonfinite_batch_dir = nonfinite_batch_dir
+        self.skipped_nonfinite = 0  # batches skipped in this run (nonfinite_loss="skip")
+        self._window_has_update = True  # skip mode: a finite batch in this accumulation window
         self.net = build_model(
             arch, encoder_name, encoder_weights, in_channels, num_classes, model_kwargs
         )
@@ -138,8 +165,31 @@ class SegmentationModule(L.LightningModule):
     # --- Lightning steps ------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        skip = self.nonfinite_loss == "skip"
+        if skip and batch_idx % self.trainer.accumulate_grad_batches == 0:
+            self._window_has_update = False  # a new gradient-accumulation window starts
+        # The forward updates BatchNorm running statistics; a skipped batch's update is undone
+        # from this copy (buffers only, not weights: ~10k floats for a resnet18 Unet).
+        saved_buffers = [b.detach().clone() for b in self.buffers()] if skip else []
         out = self.shared_step(batch, "train")
-        self._log_losses(out, "train", batch["image"].shape[0])
+        size = batch["image"].shape[0]
+        if self.nonfinite_loss != "off":
+            bad_ranks = self._nonfinite_ranks(out["loss"])
+            if bad_ranks:
+                message = self._nonfinite_report(out, batch, batch_idx, bad_ranks)
+                if not skip:
+                    raise NonFiniteLossError(message)
+                with torch.no_grad():
+                    for buffer, saved in zip(self.buffers(), saved_buffers, strict=True):
+                        buffer.copy_(saved)
+                self.skipped_nonfinite += 1
+                warnings.warn(f"skipping the batch: {message}", RuntimeWarning, stacklevel=1)
+                self._log_skipped(size)
+                return self._skipped_step_loss()
+        if skip:
+            self._window_has_update = True
+            self._log_skipped(size)
+        self._log_losses(out, "train", size)
         return out["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -172,7 +222,7 @@ class SegmentationModule(L.LightningModule):
         self._log_metrics("test", self.test_metrics)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [ClassReport()]
+        return [ClassReport(), PreemptionCheckpoint(), RngState()]
 
     def configure_optimizers(self) -> Any:
         # A class as the signature default would be clearer, but jsonargparse then loses it when
@@ -192,6 +242,79 @@ class SegmentationModule(L.LightningModule):
                 "monitor": self.hparams.lr_scheduler_monitor,
             },
         }
+
+    # --- non-finite loss guard (nonfinite_loss, nonfinite_batch_dir) --------------------
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Skip mode: a window of only skipped batches holds zero gradients (_skipped_step_loss);
+        # None instead makes the optimizer leave every parameter alone (no weight decay, no
+        # momentum, no step count), as after a training_step returning None. A window with some
+        # finite batches steps on their gradients (each still divided by accumulate_grad_batches).
+        if self.nonfinite_loss == "skip" and not self._window_has_update:
+            optimizer.zero_grad(set_to_none=True)
+
+    def _nonfinite_ranks(self, loss: torch.Tensor) -> list[int]:
+        """The ranks whose loss is nan/inf at this step, the same list on every process.
+
+        Cost: one host sync per step (a GPU run waits for the forward before queueing the
+        backward) and, under DDP, one all-reduce of world_size ints: all processes must stop or
+        skip together, else the others would wait forever in the next gradient all-reduce."""
+        flags = torch.zeros(self.trainer.world_size, dtype=torch.int32, device=loss.device)
+        flags[self.global_rank] = (~torch.isfinite(loss.detach())).int()
+        flags = self.trainer.strategy.reduce(flags, reduce_op="sum")  # identity on one process
+        return flags.nonzero().flatten().tolist()
+
+    def _nonfinite_report(
+        self, out: dict[str, torch.Tensor], batch: dict[str, Any], batch_idx: int, ranks: list[int]
+    ) -> str:
+        """One line: the loss and its non-finite terms, where, the batch's files, and the file
+        the batch was saved to. Runs only when a loss was non-finite."""
+        where = f"epoch {self.current_epoch}, global step {self.global_step}, batch {batch_idx}"
+        world = self.trainer.world_size
+        if self.global_rank not in ranks:  # this process's loss is finite; another's is not
+            return f"non-finite training loss on process rank(s) {ranks} of {world} at {where}"
+        losses = {k: float(v.detach()) for k, v in out.items() if k != "logits"}
+        terms = [f"{k}={v}" for k, v in losses.items() if k != "loss" and not math.isfinite(v)]
+        names = [str(n) for n in batch.get("name", [])]
+        finite_images = torch.isfinite(batch["image"]).flatten(1).all(1).tolist()  # (B,)
+        bad_images = [n for n, ok in zip(names, finite_images, strict=False) if not ok]
+        text = f"non-finite training loss {losses['loss']} at {where}"
+        if terms:
+            text += f" (non-finite terms: {', '.join(terms)})"
+        if world > 1:
+            text += f" on process rank {self.global_rank} of {world}"
+        text += f"; batch files: {', '.join(names) if names else '(no batch[name])'}"
+        if bad_images:
+            text += f" (non-finite input image: {', '.join(bad_images)})"
+        if self.nonfinite_batch_dir is not None:
+            text += f"; batch saved to {self._save_nonfinite_batch(batch, batch_idx, losses)}"
+        return text
+
+    def _save_nonfinite_batch(
+        self, batch: dict[str, Any], batch_idx: int, losses: dict[str, float]
+    ) -> Path:
+        """torch.save the batch (tensors on the CPU) and where it happened; returns the path."""
+        folder = Path(self.nonfinite_batch_dir).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        step, rank = self.global_step, self.global_rank
+        path = folder / f"nonfinite_epoch{self.current_epoch}_step{step}_rank{rank}.pt"
+        record = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
+        record.update(epoch=self.current_epoch, step=step, batch_idx=batch_idx, rank=rank,
+                      losses=losses)  # fmt: skip
+        torch.save(record, path)
+        return path
+
+    def _skipped_step_loss(self) -> torch.Tensor:
+        """0, with a zero gradient for every trainable parameter: under DDP every process then
+        runs the same gradient all-reduce (Lightning refuses a None loss with several
+        processes), and fp16 AMP's GradScaler has gradients to check."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return sum(p.sum() for p in params) * 0.0  # python's sum: parameters of mixed dtypes
+
+    def _log_skipped(self, batch_size: int) -> None:
+        """Batches skipped so far in this run, logged once per epoch (the same on every rank)."""
+        self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=False,
+                 on_epoch=True, reduce_fx="max", sync_dist=True, batch_size=batch_size)  # fmt: skip
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -255,6 +378,20 @@ class SegmentationModule(L.LightningModule):
             if stage == "test":  # the report's pixel counts, for loggers without files
                 logged[f"{stage}/pixels/{name}"] = pixels[i]
         self.log_dict(logged)
+
+    @_restricted_classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, *args: Any, weights_only: bool | None = True, **kwargs: Any
+    ) -> "SegmentationModule":
+        """Lightning's load_from_checkpoint, with weights_only=True by default and a local file
+        checked first: a truncated, empty or foreign file is a one-line ConfigError naming it
+        (seglight.checkpointing.read_checkpoint)."""
+        if isinstance(checkpoint_path, str | Path) and "://" not in str(checkpoint_path):
+            checkpoint = read_checkpoint(checkpoint_path, what="load_from_checkpoint")
+            check_seglight_checkpoint(checkpoint_path, checkpoint, what="load_from_checkpoint")
+        return super().load_from_checkpoint(
+            checkpoint_path, *args, weights_only=weights_only, **kwargs
+        )
 
 
 def _fill_outside(masks: torch.Tensor, sizes: torch.Tensor, fill: int) -> torch.Tensor:

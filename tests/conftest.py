@@ -1,6 +1,7 @@
 """Shared fixtures: tiny data and a way to drive the CLI in-process."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,3 +38,20 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["seglight"])
     return tmp_path
+
+
+def run_on_cpus(tmp_path, devices: int, args: list[str], folder: str | None = None):
+    """`python -m seglight <args>` on `devices` CPU processes (DDP over gloo when > 1, started
+    by Lightning's own launcher), in its own folder (default `devices<N>`), which it returns.
+    Runs given the same `folder` share it: e.g. `fit`, then `test` of its checkpoint."""
+    cwd = tmp_path / (folder or f"devices{devices}")
+    cwd.mkdir(exist_ok=True)
+    strategy = "ddp" if devices > 1 else "auto"
+    out = subprocess.run(
+        [sys.executable, "-m", "seglight", *args, "--trainer.accelerator=cpu",
+         f"--trainer.devices={devices}", f"--trainer.strategy={strategy}"],
+        cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cwd

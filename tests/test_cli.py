@@ -43,7 +43,7 @@ def python_m(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess
 def test_help_lists_the_subcommands(in_tmp):
     out = python_m("--help", cwd=in_tmp)
     assert out.returncode == 0
-    for sub in ("fit", "validate", "test", "predict"):
+    for sub in ("fit", "validate", "test", "predict", "audit", "export", "seeds"):
         assert sub in out.stdout
 
 

@@ -2,9 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ from PIL import Image
 from seglight.cli import main
 from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
 
-from conftest import QUICKSTART, TINY
+from conftest import QUICKSTART, TINY, run_on_cpus
 
 # A random-init model (seed 0) on 5 test images: no training needed to compare protocols.
 TEST = ["test", "--config", QUICKSTART, *TINY, "--data.test_size=5", "--data.eval_batch_size=1"]
@@ -43,22 +40,6 @@ def test_report_files_agree_with_the_logged_metrics(in_tmp):
     assert [r["class"] for r in rows] == CLASS_NAMES
     picture = Image.open(run / "test_confusion.png")
     assert picture.mode == "RGB" and picture.size[1] >= 5 * 4
-
-
-def run_on_cpus(tmp_path, devices: int, args: list[str]):
-    """`python -m seglight <args>` on `devices` CPU processes (DDP over gloo when > 1), in its
-    own folder, which it returns."""
-    cwd = tmp_path / f"devices{devices}"
-    cwd.mkdir()
-    strategy = "ddp" if devices > 1 else "auto"
-    out = subprocess.run(
-        [sys.executable, "-m", "seglight", *args, "--trainer.accelerator=cpu",
-         f"--trainer.devices={devices}", f"--trainer.strategy={strategy}"],
-        cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    return cwd
 
 
 def test_ddp_counts_every_image_exactly_once(tmp_path):

@@ -6,6 +6,7 @@ model, so a config states them once.
 """
 
 import os
+import warnings
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -16,10 +17,12 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from seglight.data.dataset import FileDataset, SegmentationDataset, collate_padded
 from seglight.data.io import IMAGE_EXTENSIONS, LabelMap
+from seglight.data.sampling import ResumableSampler
 from seglight.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -106,6 +109,10 @@ class SegmentationDataModule(L.LightningDataModule):
         self.eval_transforms = eval_transforms
         self.mean, self.std = tuple(mean), tuple(std)
         self.datasets: dict[str, SegmentationDataset] = {}
+        # Seed of the training order and augmentations (see sampling.py): torch.initial_seed()
+        # at the first setup, i.e. `seed_everything`'s; a resumed run takes the checkpoint's.
+        self.train_seed: int | None = None
+        self._resume_position: tuple[int, int] | None = None  # (epoch, batches), from a checkpoint
         # Build the pipelines now so a bad transform in the config fails before training starts.
         self.pipelines = {
             "train": self._pipeline(train_transforms, self.default_train_transforms(), "train"),
@@ -130,6 +137,8 @@ class SegmentationDataModule(L.LightningDataModule):
     # --- LightningDataModule ----------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        if self.train_seed is None:
+            self.train_seed = torch.initial_seed() % 2**63  # DistributedSampler adds the epoch
         splits: dict[str, list[Split]] = {
             "fit": ["train", "val"],
             "validate": ["val"],
@@ -161,6 +170,25 @@ class SegmentationDataModule(L.LightningDataModule):
         # drop_last: a last batch of 1 would break BatchNorm and skew the step's loss.
         return self._loader("train", self.batch_size, shuffle=True, drop_last=True)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The training sampler's seed and position, saved in every checkpoint by Lightning.
+
+        The position is saved rather than read from Lightning's loop counters on resume: a
+        resumed run builds its training loader (to size the LR schedule, estimated_stepping_
+        batches) and with workers already draws from its sampler before Lightning restores
+        those counters, but after it restored this."""
+        return {
+            "train_seed": self.train_seed,
+            "train_position": list(_train_position(self.trainer)),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("train_seed") is not None:
+            self.train_seed = int(state_dict["train_seed"])
+        if state_dict.get("train_position") is not None:
+            epoch, batches = state_dict["train_position"]
+            self._resume_position = int(epoch), int(batches)
+
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size)
 
@@ -183,11 +211,15 @@ class SegmentationDataModule(L.LightningDataModule):
     ):
         dataset = self.datasets[split]
         workers = self.num_workers
+        train = split == "train"
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle if split == "train" else None,
-            sampler=None if split == "train" else _eval_sampler(dataset),
+            sampler=self._train_sampler(batch_size, shuffle) if train else _eval_sampler(dataset),
+            # Its own generator: creating an iterator draws a seed for the workers from it, which
+            # would otherwise come from torch's global RNG, between a checkpoint and the next
+            # step of the original run but not of the resumed one (see seglight/resume.py).
+            generator=torch.Generator().manual_seed(self.train_seed or 0) if train else None,
             drop_last=drop_last and len(dataset) > batch_size,
             num_workers=workers,
             persistent_workers=self.persistent_workers and workers > 0,
@@ -196,11 +228,49 @@ class SegmentationDataModule(L.LightningDataModule):
             collate_fn=partial(collate_padded, ignore_index=self.ignore_index),
         )
 
+    def _train_sampler(self, batch_size: int, shuffle: bool) -> ResumableSampler:
+        """The training sampler, placed where Lightning's loops are: on a resumed run, in the
+        interrupted epoch after the batches already trained on."""
+        if self.train_seed is None:
+            self.train_seed = torch.initial_seed() % 2**63
+        sampler = ResumableSampler(self.datasets["train"], self.train_seed, shuffle=shuffle)
+        position, self._resume_position = self._resume_position, None
+        epoch, batches = position or _train_position(self.trainer)
+        sampler.resume_at(epoch, batches * batch_size)
+        if batches:
+            # Lightning warns that a mid-epoch resume "can cause unreliable results" unless the
+            # loader has a state_dict; this sampler resumes exactly, from the datamodule's state.
+            warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
+            rank_zero_info(
+                f"seglight: resuming epoch {epoch} after its first {batches} batches, on the "
+                "samples and augmentations the interrupted run would have used"
+            )
+        return sampler
+
     def _pin_memory(self) -> bool:
         if self.pin_memory is not None:
             return self.pin_memory
         trainer = self.trainer
         return trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+
+
+def _train_position(trainer) -> tuple[int, int]:
+    """(epoch, batches of it already trained on) where Lightning's fit loop stands: where a new
+    training loader starts, and what a checkpoint saved now must resume from.
+
+    The epoch counters count epochs ready/started/processed/completed; an epoch whose training
+    batches did not all run has started > processed (a checkpoint from `on_train_batch_end`, or
+    `on_validation_end` within or at the end of the epoch) and is resumed where it stood:
+    `batch_progress.current.processed` batches into it, the same count Lightning resumes its
+    batch index from. Otherwise (a new run, a checkpoint from `on_train_epoch_end`, a reload of
+    the loaders at an epoch start) the next epoch starts from its first batch.
+    """
+    if trainer is None:
+        return 0, 0
+    epochs = trainer.fit_loop.epoch_progress.current
+    if epochs.started > epochs.processed:
+        return epochs.processed, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    return epochs.processed, 0
 
 
 def _eval_sampler(dataset: SegmentationDataset):

@@ -1,6 +1,8 @@
 """SegmentationDataset: (image, mask) samples -> transformed tensors in the batch-dict format."""
 
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from seglight.data.io import (
     read_mask_raw,
     rgb_to_index,
 )
+from seglight.data.sampling import SampleKey
 
 
 @dataclass
@@ -45,10 +48,20 @@ class SegmentationDataset(Dataset):
         raise NotImplementedError
 
     def reseed(self, seed: int) -> None:
-        """Reseed the augmentation pipeline's own RNG (albumentations ignores global seeds)."""
-        self.transform.set_random_seed(seed)
+        """Reseed the augmentation pipeline's own RNGs (albumentations ignores global seeds)."""
+        seed_pipeline(self.transform, seed)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: "int | SampleKey") -> dict:
+        """Sample `index`; given a SampleKey (index, seed) from the training sampler, its
+        randomness (augmentations, and python/numpy/torch RNGs while loading) comes from `seed`
+        alone, whichever process loads it and whatever it loaded before."""
+        if isinstance(index, SampleKey):
+            with _seeded_rngs(index.seed):
+                self.reseed(index.seed)
+                return self._get(index.index)
+        return self._get(index)
+
+    def _get(self, index: int) -> dict:
         sample = self.load(index)
         mask = sample.mask
         if mask is None:
@@ -109,6 +122,40 @@ class FileDataset(SegmentationDataset):
             mask = self.read_mask(mask_path)
             check_same_size(image, mask, image_path, mask_path)
         return Sample(image, mask, Path(image_path).stem)
+
+
+def seed_pipeline(pipeline: A.BaseCompose, seed: int) -> None:
+    """Seed every transform of an albumentations pipeline, each with its own stream from `seed`.
+
+    Compose.set_random_seed(seed) gives all transforms the very same seed, so transforms that
+    draw alike decide alike: HorizontalFlip(p=0.5) and VerticalFlip(p=0.5) would always flip
+    together (albumentations 2.0.8). Here the n-th transform (depth first) gets seed (seed, n).
+    """
+    transforms = [pipeline]
+    n = 0
+    while transforms:
+        t = transforms.pop(0)
+        # A Compose's own set_random_seed reseeds its children too: they are reseeded after it.
+        t.set_random_seed(int(np.random.SeedSequence([seed, n]).generate_state(1)[0]))
+        n += 1
+        transforms[:0] = [c for c in getattr(t, "transforms", []) if hasattr(c, "set_random_seed")]
+
+
+@contextmanager
+def _seeded_rngs(seed: int) -> Iterator[None]:
+    """Seed python's, numpy's and torch's (CPU) global RNGs for the body, then put back their
+    states: without workers the body runs in the training process, whose RNG streams (dropout)
+    must not depend on data loading. torch.random.fork_rng would also fork every CUDA device."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.random.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 def collate_padded(samples: list[dict], ignore_index: int = 255) -> dict:

@@ -13,6 +13,7 @@ Masks are always resampled with nearest neighbour (albumentations' default for m
 """
 
 import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,9 +85,22 @@ def train_preset(
 ) -> list[TransformSpec]:
     """The usual recipe of the benchmarks (mmsegmentation, torchvision references): random
     rescale by `scale` (on the image's own size), pad to the crop size (masks with ignore_index,
-    by build_transform's default), random crop, horizontal flip, photometric jitter."""
+    by build_transform's default), random crop, horizontal flip, photometric jitter.
+
+    The first step pads (bottom/right, masks with ignore_index) images with a side so short
+    that the smallest scale would round it to 0 pixels: albumentations' RandomScale computes
+    int(side * scale) and OpenCV then fails on a 1-pixel-high image at scale 0.5. A no-op for
+    any image with sides >= 1 / scale[0]."""
     h, w = crop_size
+    min_side = math.ceil(1 / scale[0])
+    min_side += min_side * scale[0] < 1  # float rounding: int(min_side * scale) must be >= 1
     return [
+        {
+            "name": "PadIfNeeded",
+            "min_height": min_side,
+            "min_width": min_side,
+            "position": "top_left",
+        },
         {"name": "RandomScale", "scale_limit": [scale[0] - 1, scale[1] - 1], "p": 1.0},
         {"name": "PadIfNeeded", "min_height": h, "min_width": w, "position": "top_left"},
         {"name": "RandomCrop", "height": h, "width": w},

@@ -1,0 +1,215 @@
+"""ValidationImages: the same few validation images, their ground truth and the model's prediction,
+drawn every N validation epochs and at the end of fit.
+
+    trainer:
+      callbacks:
+        - class_path: seglight.visual.ValidationImages
+          init_args: {every_n_epochs: 2, num_images: 8}
+
+Writes <log dir>/images/val_epoch<E>.png (E = 0-based epoch): one row per image — image, ground
+truth overlay, prediction overlay — and a legend of the classes shown. Also logged to W&B (as
+images with interactive masks) or TensorBoard when such a logger is active.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image, ImageDraw
+
+from seglight.data.voc import voc_palette
+from seglight.errors import ConfigError
+
+GAP = 2  # pixels between tiles
+LINE = 14  # legend line height: a 10-px swatch and PIL's default font
+BACKGROUND = (40, 40, 40)
+IGNORE = 255
+
+
+class ValidationImages(L.Callback):
+    """Draw a fixed set of validation images with ground truth and prediction overlays.
+
+    Args:
+        every_n_epochs: draw after every N-th validation of fit (and always at its end).
+        num_images: number of validation images K, evenly spaced over the validation set
+            (all of them when it has fewer); the same images every time.
+        alpha: opacity of the class colours over the image.
+        max_size: longest side of a tile in pixels; larger images are scaled down.
+    """
+
+    def __init__(
+        self, every_n_epochs: int = 1, num_images: int = 8, alpha: float = 0.5, max_size: int = 256
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ConfigError(
+                f"ValidationImages.every_n_epochs: must be >= 1, got {every_n_epochs}"
+            )
+        if num_images < 1:
+            raise ConfigError(f"ValidationImages.num_images: must be >= 1, got {num_images}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"ValidationImages.alpha: must be in [0, 1], got {alpha}")
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.alpha = alpha
+        self.max_size = max_size
+        self._validations = 0  # validations run during this fit (sanity check excluded)
+        self._drawn_step = -1  # global step of the last drawing
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validations, self._drawn_step = 0, -1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self._validations += 1
+        if self._validations % self.every_n_epochs == 0:
+            self.draw(trainer, pl_module, trainer.current_epoch)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._validations and self._drawn_step != trainer.global_step:
+            # Fit has ended: current_epoch has already moved past the last epoch trained.
+            self.draw(trainer, pl_module, max(0, trainer.current_epoch - 1))
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> Path:
+        """Write (rank 0) and log the grid of the current model as val_epoch<epoch>.png;
+        returns the PNG's path."""
+        # log_dir broadcasts from rank 0 under DDP: every process asks, only rank 0 draws
+        # (the forward passes below are the plain module's, with no collective).
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "images"
+        path = folder / f"val_epoch{epoch}.png"
+        self._drawn_step = trainer.global_step
+        if not trainer.is_global_zero:
+            return path
+        dm = trainer.datamodule
+        dataset = _val_dataset(trainer)
+        names = list(getattr(pl_module, "class_names", None) or getattr(dm, "class_names", []))
+        palette = np.array(
+            (getattr(dm, "palette", None) or voc_palette(len(names)))[: len(names)], np.uint8
+        )  # (C, 3)
+        mean = np.array(getattr(dm, "mean", (0.0, 0.0, 0.0)), np.float32)
+        std = np.array(getattr(dm, "std", (1.0, 1.0, 1.0)), np.float32)
+        rows = []
+        for index in pick_indices(len(dataset), self.num_images):
+            sample = dataset[index]
+            pred = _predict(pl_module, sample["image"])  # (H, W) int64
+            image = denormalize(sample["image"], mean, std)  # (H, W, 3) uint8
+            rows.append(self._scaled(image, sample["mask"].numpy(), pred, sample.get("name")))
+        grid = draw_grid(rows, palette, names, self.alpha)
+        folder.mkdir(parents=True, exist_ok=True)
+        grid.save(path)
+        self._log(trainer, rows, grid, names, epoch)
+        return path
+
+    def _scaled(self, image: np.ndarray, mask: np.ndarray, pred: np.ndarray, name: Any) -> dict:
+        """Image, mask and prediction at the tile's size (longest side <= max_size)."""
+        h, w = mask.shape
+        scale = min(1.0, self.max_size / max(h, w))
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.NEAREST))
+            pred = np.asarray(Image.fromarray(pred.astype(np.uint8)).resize(size, Image.NEAREST))
+        return {"image": image, "mask": mask.astype(np.int64), "pred": pred.astype(np.int64),
+                "name": str(name) if name is not None else ""}  # fmt: skip
+
+    def _log(self, trainer, rows: list[dict], grid: Image.Image, names: list[str], epoch) -> None:
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                labels = {i: n for i, n in enumerate(names)} | {IGNORE: "ignore"}
+                images = [
+                    wandb.Image(
+                        row["image"],
+                        caption=row["name"],
+                        masks={
+                            "ground_truth": {"mask_data": row["mask"], "class_labels": labels},
+                            "prediction": {"mask_data": row["pred"], "class_labels": labels},
+                        },
+                    )
+                    for row in rows
+                ]
+                logger.log_metrics({"val/predictions": images, "epoch": epoch}, step=step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(
+                    "val/predictions", np.asarray(grid), step, dataformats="HWC"
+                )
+
+
+def pick_indices(length: int, count: int) -> list[int]:
+    """`count` evenly spaced indices of range(length), first and last included; all of them
+    when there are fewer. Deterministic: the same images at every epoch and run."""
+    if length <= count:
+        return list(range(length))
+    return np.linspace(0, length - 1, count).round().astype(int).tolist()
+
+
+def denormalize(image: torch.Tensor, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Normalized (3, H, W) float -> (H, W, 3) uint8 RGB: undoes (x / 255 - mean) / std."""
+    rgb = image.detach().float().cpu().numpy().transpose(1, 2, 0) * std + mean
+    return (rgb.clip(0, 1) * 255).round().astype(np.uint8)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
+    """(H, W, 3) uint8: palette colour of each labelled pixel of mask (H, W) blended over the
+    image with opacity alpha; ignore (and any id beyond the palette) left as the image."""
+    labelled = (mask >= 0) & (mask < len(palette))
+    colours = palette[np.where(labelled, mask, 0)].astype(np.float32)  # (H, W, 3)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    return np.where(labelled[..., None], blended.round(), image).astype(np.uint8)
+
+
+def draw_grid(rows: list[dict], palette: np.ndarray, names: list[str], alpha: float) -> Image.Image:
+    """One row per image: image | ground truth overlay | prediction overlay, tiles of the largest
+    image's size (GAP px apart, top-left aligned); then one legend line per class that appears
+    in any shown mask or prediction."""
+    cell_h = max(r["image"].shape[0] for r in rows)
+    cell_w = max(r["image"].shape[1] for r in rows)
+    shown = sorted(
+        {int(c) for r in rows for m in (r["mask"], r["pred"]) for c in np.unique(m)}
+        & set(range(len(names)))
+    )
+    legend_w = 16 + 6 * max((len(names[c]) for c in shown), default=0)
+    width = max(3 * cell_w + 2 * GAP, legend_w)
+    top = len(rows) * (cell_h + GAP)
+    canvas = Image.new("RGB", (width, top + LINE * len(shown)), BACKGROUND)
+    for i, row in enumerate(rows):
+        tiles = (
+            row["image"],
+            overlay(row["image"], row["mask"], palette, alpha),
+            overlay(row["image"], row["pred"], palette, alpha),
+        )
+        for j, tile in enumerate(tiles):
+            canvas.paste(Image.fromarray(tile), (j * (cell_w + GAP), i * (cell_h + GAP)))
+    draw = ImageDraw.Draw(canvas)
+    for k, c in enumerate(shown):
+        y = top + k * LINE
+        draw.rectangle((2, y + 2, 11, y + 11), fill=tuple(int(v) for v in palette[c]))
+        draw.text((15, y), names[c], fill=(255, 255, 255))
+    return canvas
+
+
+def _val_dataset(trainer: L.Trainer):
+    loaders = trainer.val_dataloaders
+    loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+    if loader is None:
+        raise ConfigError("ValidationImages: the data module has no validation set")
+    return loader.dataset
+
+
+@torch.no_grad()
+def _predict(pl_module: L.LightningModule, image: torch.Tensor) -> np.ndarray:
+    """Class ids (H, W) for one normalized image (3, H, W), in eval mode; training mode is
+    restored after (the callback may run in the middle of fit)."""
+    was_training = pl_module.training
+    pl_module.eval()
+    try:
+        batch = image[None].to(pl_module.device, pl_module.dtype)  # (1, 3, H, W)
+        logits = pl_module.evaluation_logits(batch)  # (1, C, H, W)
+        return logits.argmax(1)[0].cpu().numpy()
+    finally:
+        pl_module.train(was_training)
