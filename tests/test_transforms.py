@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from seglight.data.transforms import build_pipeline
 from seglight.errors import ConfigError
@@ -87,3 +88,18 @@ def test_nested_one_of():
 def test_bad_transform_specs_are_named(specs, match):
     with pytest.raises(ConfigError, match=match):
         build_pipeline(specs, 255)
+
+
+def test_transforms_of_a_pipeline_draw_independently():
+    # albumentations' Compose(seed=s) gives every transform the same seed, so two flips with
+    # p=0.5 would always flip together; build_pipeline gives each its own stream.
+    torch.manual_seed(0)
+    pipeline = build_pipeline(
+        [{"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5}],
+        255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "data.train_transforms",
+    )  # fmt: skip
+    mask = np.arange(4, dtype=np.uint8).reshape(2, 2)  # [[0, 1], [2, 3]]
+    image = np.zeros((2, 2, 3), dtype=np.uint8)
+    # The top-left value tells which flips happened: 0 none, 1 horizontal, 2 vertical, 3 both.
+    seen = {int(pipeline(image=image, mask=mask)["mask"][0, 0]) for _ in range(40)}
+    assert seen == {0, 1, 2, 3}

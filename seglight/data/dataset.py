@@ -21,6 +21,7 @@ from seglight.data.io import (
     rgb_to_index,
 )
 from seglight.data.sampling import SampleKey
+from seglight.data.transforms import seed_pipeline
 
 
 @dataclass
@@ -122,23 +123,6 @@ class FileDataset(SegmentationDataset):
             mask = self.read_mask(mask_path)
             check_same_size(image, mask, image_path, mask_path)
         return Sample(image, mask, Path(image_path).stem)
-
-
-def seed_pipeline(pipeline: A.BaseCompose, seed: int) -> None:
-    """Seed every transform of an albumentations pipeline, each with its own stream from `seed`.
-
-    Compose.set_random_seed(seed) gives all transforms the very same seed, so transforms that
-    draw alike decide alike: HorizontalFlip(p=0.5) and VerticalFlip(p=0.5) would always flip
-    together (albumentations 2.0.8). Here the n-th transform (depth first) gets seed (seed, n).
-    """
-    transforms = [pipeline]
-    n = 0
-    while transforms:
-        t = transforms.pop(0)
-        # A Compose's own set_random_seed reseeds its children too: they are reseeded after it.
-        t.set_random_seed(int(np.random.SeedSequence([seed, n]).generate_state(1)[0]))
-        n += 1
-        transforms[:0] = [c for c in getattr(t, "transforms", []) if hasattr(c, "set_random_seed")]
 
 
 @contextmanager

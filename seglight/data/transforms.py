@@ -77,7 +77,9 @@ def build_pipeline(
     transforms.append(A.Normalize(mean=tuple(mean), std=tuple(std)))
     # albumentations keeps its own RNG, untouched by seed_everything and unseeded by default:
     # seed it from torch's seed so a seeded run repeats (workers reseed it, see seed_worker).
-    return A.Compose(transforms, seed=torch.initial_seed() % 2**32)
+    pipeline = A.Compose(transforms)
+    seed_pipeline(pipeline, torch.initial_seed() % 2**32)
+    return pipeline
 
 
 def train_preset(
@@ -125,3 +127,20 @@ def apply_pipeline(
 ) -> tuple[np.ndarray, np.ndarray]:
     out = pipeline(image=image, mask=mask)
     return out["image"], out["mask"]
+
+
+def seed_pipeline(pipeline: A.BaseCompose, seed: int) -> None:
+    """Seed every transform of an albumentations pipeline, each with its own stream from `seed`.
+
+    Compose.set_random_seed(seed) gives all transforms the very same seed, so transforms that
+    draw alike decide alike: HorizontalFlip(p=0.5) and VerticalFlip(p=0.5) would always flip
+    together (albumentations 2.0.8). Here the n-th transform (depth first) gets seed (seed, n).
+    """
+    transforms = [pipeline]
+    n = 0
+    while transforms:
+        t = transforms.pop(0)
+        # A Compose's own set_random_seed reseeds its children too: they are reseeded after it.
+        t.set_random_seed(int(np.random.SeedSequence([seed, n]).generate_state(1)[0]))
+        n += 1
+        transforms[:0] = [c for c in getattr(t, "transforms", []) if hasattr(c, "set_random_seed")]
