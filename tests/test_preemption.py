@@ -30,7 +30,6 @@ def _saved(path: Path) -> dict:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
-@pytest.mark.slow  # two `python -m seglight fit` processes
 def test_sigterm_in_a_real_fit_process_saves_and_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
 
@@ -54,7 +53,6 @@ def test_sigterm_in_a_real_fit_process_saves_and_resumes(tmp_path):
     assert _saved(tmp_path / LAST)["global_step"] == 6
 
 
-@pytest.mark.slow  # three fit runs
 def test_sigusr1_resume_equals_an_uninterrupted_run(in_tmp, capsys):
     sys.path.insert(0, str(ROOT / "tests"))  # preemption_helper, as PYTHONPATH does above
     try:
