@@ -42,6 +42,7 @@ def test_report_files_agree_with_the_logged_metrics(in_tmp):
     assert picture.mode == "RGB" and picture.size[1] >= 5 * 4
 
 
+@pytest.mark.slow  # tests/test_ddp.py checks the same in the fast suite, after a DDP fit
 def test_ddp_counts_every_image_exactly_once(tmp_path):
     """2 processes (gloo, CPU) on 5 images: Lightning's default sampler would repeat one image
     to even the split; the confusion matrix must equal the single-process one exactly."""
