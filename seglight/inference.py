@@ -269,3 +269,25 @@ def _window_weight(window: tuple[int, int], weighting: str, device) -> torch.Ten
         axes.append(torch.exp(-0.5 * (coords / sigma) ** 2))
     # Corners are exp(-8)^2 ~ 1e-7 of the peak: small but > 0, so every pixel has weight.
     return axes[0][:, None] * axes[1][None, :]
+
+
+def split_images(batch: dict) -> list[dict]:
+    """A padded batch (see seglight.data.dataset.collate_padded) as one batch of 1 per image,
+    cropped back to the image's own size batch["size"][i]: evaluating each alone makes a score
+    independent of which images shared a batch (padding to the largest would change the
+    predictions near an image's edges, and even equal-size images give logits that differ in
+    the last bits with the batch size). Keys other than image/mask/name/size are dropped."""
+    images = batch["image"]  # (B, C, H, W)
+    sizes = batch.get("size")  # (B, 2) = (h, w) per image, or None: all of the batch's size
+    out = []
+    for i in range(images.shape[0]):
+        h, w = (int(v) for v in sizes[i]) if sizes is not None else images.shape[-2:]
+        one = {"image": images[i : i + 1, :, :h, :w]}  # (1, C, h, w)
+        if "mask" in batch:
+            one["mask"] = batch["mask"][i : i + 1, :h, :w]  # (1, h, w)
+        if "name" in batch:
+            one["name"] = [batch["name"][i]]
+        if sizes is not None:
+            one["size"] = sizes[i : i + 1]
+        out.append(one)
+    return out

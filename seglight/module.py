@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from seglight.callbacks import ClassReport
 from seglight.checkpointing import check_seglight_checkpoint, read_checkpoint
 from seglight.errors import ConfigError, NonFiniteLossError
-from seglight.inference import EvalProtocol, forward_padded, predict_logits
+from seglight.inference import EvalProtocol, forward_padded, predict_logits, split_images
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
 from seglight.models import build_model, output_stride
@@ -199,11 +199,15 @@ class SegmentationModule(L.LightningModule):
         self._evaluate(batch, "test", self.test_metrics)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Class indices (B, H, W) int64 at the batch's size; pixels outside an image's own
-        size (batches of unequal images are padded, see batch["size"]) hold ignore_index."""
-        masks = self.evaluation_logits(batch["image"]).argmax(1)
-        if "size" in batch:
-            masks = _fill_outside(masks, batch["size"], self.ignore_index)
+        """Class indices (B, H, W) int64 at the batch's size. Each image is predicted alone at its
+        own size batch["size"] (seglight.inference.split_images); pixels outside it (batches of
+        unequal images are padded) hold ignore_index."""
+        images = batch["image"]  # (B, C, H, W)
+        masks = torch.full((images.shape[0], *images.shape[-2:]), self.ignore_index,
+                           dtype=torch.long, device=images.device)  # fmt: skip
+        for i, one in enumerate(split_images(batch)):
+            h, w = one["image"].shape[-2:]
+            masks[i, :h, :w] = self.evaluation_logits(one["image"]).argmax(1)[0]
         return masks
 
     def on_validation_start(self) -> None:
@@ -319,16 +323,22 @@ class SegmentationModule(L.LightningModule):
     # --- helpers --------------------------------------------------------------------------
 
     def _evaluate(self, batch: dict[str, Any], stage: Stage, metrics: SegmentationMetrics) -> None:
-        out = self.shared_step(batch, stage)
-        # Loss sums weighted by batch size, reduced over the whole split at epoch end: under DDP
-        # with unequal shards, Lightning's sync_dist would average the processes' means instead.
-        size = batch["image"].shape[0]
+        """Metrics and losses of a validation/test batch, one image at a time at its own size
+        (seglight.inference.split_images): a score is a function of the checkpoint, the data and
+        the protocol, never of the batch size or of how many processes split the set."""
         sums = self._eval_loss_sums.setdefault(stage, {})
-        for key, value in out.items():
-            if key != "logits":
-                sums[key] = sums.get(key, 0.0) + value.detach().double() * size
-        self._eval_loss_counts[stage] = self._eval_loss_counts.get(stage, 0) + size
-        metrics.update(out["logits"].argmax(1), batch["mask"])
+        for one in split_images(batch):
+            out = self.shared_step(one, stage)
+            # The split's loss is the mean over its labelled images of each image's loss, summed
+            # here and reduced over processes at epoch end (Lightning's sync_dist would average
+            # the processes' means). A tensor weight: no host sync.
+            labelled = (one["mask"] != self.ignore_index).any().double()  # 0. or 1.
+            for key, value in out.items():
+                if key != "logits":
+                    sums[key] = sums.get(key, 0.0) + value.detach().double() * labelled
+            count = self._eval_loss_counts.get(stage, 0.0)
+            self._eval_loss_counts[stage] = count + labelled
+            metrics.update(out["logits"].argmax(1), one["mask"])
 
     def _announce_protocol(self) -> None:
         """Print the evaluation protocol once per run, so every result says how it was made."""
@@ -346,12 +356,12 @@ class SegmentationModule(L.LightningModule):
                      batch_size=batch_size)  # fmt: skip
 
     def _log_eval_losses(self, stage: Stage) -> None:
-        """Mean loss over every image of the split, on all processes together."""
+        """Mean loss over the labelled images of the split, on all processes together."""
         sums = self._eval_loss_sums.pop(stage, {})
         count = self._eval_loss_counts.pop(stage, 0)
         reduce = self.trainer.strategy.reduce
-        total = reduce(torch.tensor(float(count), dtype=torch.float64, device=self.device),
-                       reduce_op="sum")  # fmt: skip
+        count = torch.as_tensor(count, dtype=torch.float64, device=self.device)
+        total = reduce(count, reduce_op="sum")
         for key, value in sums.items():
             name = f"{stage}/loss" if key == "loss" else f"{stage}/loss_{key}"
             mean = reduce(value.to(self.device), reduce_op="sum") / total.clamp(min=1)
@@ -392,13 +402,3 @@ class SegmentationModule(L.LightningModule):
         return super().load_from_checkpoint(
             checkpoint_path, *args, weights_only=weights_only, **kwargs
         )
-
-
-def _fill_outside(masks: torch.Tensor, sizes: torch.Tensor, fill: int) -> torch.Tensor:
-    """Set pixels of (B, H, W) masks beyond each image's (h, w) in sizes (B, 2) to `fill`."""
-    h, w = masks.shape[-2:]
-    rows = torch.arange(h, device=masks.device).view(1, h, 1)
-    cols = torch.arange(w, device=masks.device).view(1, 1, w)
-    sizes = sizes.to(masks.device)
-    outside = (rows >= sizes[:, 0].view(-1, 1, 1)) | (cols >= sizes[:, 1].view(-1, 1, 1))
-    return masks.masked_fill(outside, fill)
