@@ -2,7 +2,8 @@
 
 import csv
 import json
-from pathlib import Path
+import sys
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import lightning as L
@@ -125,7 +126,12 @@ class MaskWriter(BasePredictionWriter):
     """Write each predicted mask as a palette PNG: pixel values are class indices, the palette
     gives each class its dataset colour (so the file opens as a colour image).
 
-    Files are named after batch["name"] and cropped to batch["size"], the image's own size.
+    Each mask is cropped to batch["size"], the image's own size, and written to
+    `<output_dir>/<output>.png`, where <output> is batch["output"][i] when the batch has it
+    (`--data.predict_dir` folders: the input tree mirrored, a/b/x.jpg -> a/b/x.png; inputs of
+    one folder that differ only by extension keep it: photo.jpg -> photo.jpg.png and photo.png
+    -> photo.png.png, see seglight.data.predict.output_names), else batch["name"][i] without its
+    extension (its sub-folders mirrored too). Overlays go to `<output_dir>/overlays/<output>.jpg`.
 
     Args:
         output_dir: folder for the PNGs; null = "predictions" inside the run's log dir.
@@ -168,22 +174,28 @@ class MaskWriter(BasePredictionWriter):
         folder = self._folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         palette = _flat_palette(getattr(trainer.datamodule, "palette", None))
-        masks = prediction.to(torch.uint8).cpu().numpy()  # (B, H, W)
+        masks = prediction.to(torch.uint8).cpu().numpy()  # (B, H, W); B = 0 if no image was read
         lut = self._native_lut(trainer)
         sizes = batch.get("size")
         images = self._rgb(trainer, batch["image"]) if self.overlay else None  # (B, H, W, 3)
+        outputs, names = batch.get("output"), batch.get("name")
         for i, mask in enumerate(masks):
             h, w = mask.shape if sizes is None else (int(v) for v in sizes[i])
             mask = mask[:h, :w]
-            name = batch["name"][i] if "name" in batch else f"{batch_idx:06d}_{i:03d}"
+            if outputs:  # already without extension; one it kept is part of the name
+                stem = _output_stem(outputs[i], strip_extension=False)
+            else:
+                stem = _output_stem(names[i]) if names else f"{batch_idx:06d}_{i:03d}"
             if images is not None:
-                self._write_overlay(folder, Path(name).stem, images[i, :h, :w], mask, palette)
+                self._write_overlay(folder, stem, images[i, :h, :w], mask, palette)
+            path = folder / f"{stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)  # mirrored sub-folders
             if lut is not None:
-                Image.fromarray(lut[mask], mode="L").save(folder / f"{Path(name).stem}.png")
+                Image.fromarray(lut[mask], mode="L").save(path)
                 continue
             image = Image.fromarray(np.ascontiguousarray(mask), mode="P")
             image.putpalette(palette)
-            image.save(folder / f"{Path(name).stem}.png")
+            image.save(path)
 
     @staticmethod
     def _rgb(trainer: L.Trainer, images: torch.Tensor) -> np.ndarray:
@@ -199,10 +211,9 @@ class MaskWriter(BasePredictionWriter):
         labelled = (mask != 255)[..., None]
         a = self.overlay_alpha
         blended = np.where(labelled, (1 - a) * image + a * colours, image)
-        (folder / "overlays").mkdir(exist_ok=True)
-        Image.fromarray(blended.astype(np.uint8)).save(
-            folder / "overlays" / f"{stem}.jpg", quality=90
-        )
+        path = folder / "overlays" / f"{stem}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(blended.astype(np.uint8)).save(path, quality=90)
 
     def _native_lut(self, trainer: L.Trainer) -> np.ndarray | None:
         """(256,) uint8: training id -> dataset id (ignore stays 255), or None."""
@@ -217,6 +228,76 @@ class MaskWriter(BasePredictionWriter):
         lut = np.full(256, 255, np.uint8)
         lut[: len(table)] = table
         return lut
+
+
+def _output_stem(name: str, strip_extension: bool = True) -> str:
+    """A sample's name as a relative output path: its folders kept, its extension dropped
+    ("a/b/x.jpg" -> "a/b/x") unless `strip_extension` is false, and "..", "." and a leading "/"
+    removed, so that nothing is written outside the output folder."""
+    parts = [p for p in PurePosixPath(str(name)).parts if p not in ("/", ".", "..")]
+    if not parts:
+        return "unnamed"
+    path = PurePosixPath(*parts)
+    return str(path.with_suffix("")) if strip_extension and path.suffix else str(path)
+
+
+class PredictionFailures(L.Callback):
+    """The input files a `predict` run skipped because they could not be read or transformed
+    (batch["failed"], see seglight.data.predict), printed to stderr after the run, one line per
+    file with the reason. Under DDP the lists of all processes are gathered: complete on every
+    process and printed once, by rank 0. `seglight predict` adds this callback and then exits
+    with status 1 when a file failed; `failures` holds the (path, reason) pairs, sorted."""
+
+    def __init__(self) -> None:
+        self.failures: list[tuple[str, str]] = []
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.failures = []
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if isinstance(batch, dict):
+            self.failures.extend((str(p), str(r)) for p, r in batch.get("failed", ()))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.failures = sorted(_gather_lists(self.failures))
+        if self.failures and trainer.is_global_zero:
+            sys.stderr.write(self.report(_predict_size(trainer)) + "\n")
+
+    def report(self, total: int | None = None) -> str:
+        """A header line, then "  <file>: <reason>" per failure."""
+        of = f" of {total}" if total else ""
+        lines = [f"seglight: predict: {len(self.failures)}{of} images could not be read and were "
+                 "skipped (no mask written for them):"]  # fmt: skip
+        lines += [f"  {path}: {reason}" for path, reason in self.failures]
+        return "\n".join(lines)
+
+
+def _gather_lists(items: list) -> list:
+    """The concatenation of `items` over all processes (under DDP), in rank order."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(items)
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]
+
+
+def _predict_size(trainer: L.Trainer) -> int | None:
+    """Number of samples in the predict loader(s) (all processes), or None when unknown."""
+    loaders = trainer.predict_dataloaders
+    loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
+    try:
+        return sum(len(loader.dataset) for loader in loaders)
+    except (AttributeError, TypeError):
+        return None
 
 
 def _flat_palette(palette: list[list[int]] | None) -> list[int]:

@@ -18,7 +18,7 @@ from jsonargparse import ActionConfigFile  # noqa: E402
 from lightning.pytorch.callbacks import BasePredictionWriter  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
-from seglight.callbacks import MaskWriter  # noqa: E402
+from seglight.callbacks import MaskWriter, PredictionFailures  # noqa: E402
 from seglight.checkpointing import (  # noqa: E402
     read_checkpoint,
     resolve_ckpt_path,
@@ -141,12 +141,23 @@ class SeglightCLI(LightningCLI):
     def predict(self, **kwargs) -> list | None:
         """`predict` streams: each batch's masks go to the prediction writers and are not kept
         in memory (memory would grow with the number of images) unless --return_predictions=true.
-        Without a writer in the config, a MaskWriter writes to <log dir>/predictions."""
+        Without a writer in the config, a MaskWriter writes to <log dir>/predictions.
+        Images that cannot be read are skipped: the run predicts the others, lists the skipped
+        files (PredictionFailures) and exits with status 1."""
         if kwargs.get("return_predictions") is None:
             kwargs["return_predictions"] = False
         if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(MaskWriter())
-        return self.trainer.predict(**kwargs)
+        failures = next(
+            (c for c in self.trainer.callbacks if isinstance(c, PredictionFailures)), None
+        )
+        if failures is None:
+            failures = PredictionFailures()
+            self.trainer.callbacks.append(failures)
+        predictions = self.trainer.predict(**kwargs)
+        if failures.failures:  # listed by the callback, on rank 0, after the run
+            sys.exit(1)
+        return predictions
 
 
 def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:

@@ -20,8 +20,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from seglight.data.dataset import FileDataset, SegmentationDataset, collate_padded
+from seglight.data.dataset import SegmentationDataset, collate_padded
 from seglight.data.io import IMAGE_EXTENSIONS, LabelMap
+from seglight.data.predict import ImageFolderDataset, find_images
 from seglight.data.sampling import ResumableSampler
 from seglight.data.transforms import (
     IMAGENET_MEAN,
@@ -153,18 +154,27 @@ class SegmentationDataModule(L.LightningDataModule):
                 else:
                     self.datasets[split] = self.build_dataset(split, pipeline)
 
-    def image_folder(self, folder: str, transform: Any) -> FileDataset:
-        """Every image in `folder` (sorted by name), without masks: for `predict`."""
+    def image_folder(self, folder: str, transform: Any) -> ImageFolderDataset:
+        """Every image under `folder`, sub-folders included (hidden ones skipped), without
+        masks: for `predict`. Outputs mirror the folder's tree; a file that cannot be read is
+        reported and skipped (see seglight.data.predict)."""
         path = Path(folder).expanduser()
         if not path.is_dir():
             raise DataError(f"data.predict_dir: {path} is not a folder")
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        images, others = find_images(path)
         if not images:
             raise DataError(
-                f"data.predict_dir: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}"
+                f"data.predict_dir: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path} or its "
+                "sub-folders; point it at the folder that holds them"
+            )
+        if others:  # said, not silently dropped: e.g. .heic photos or .gif files
+            shown = ", ".join(str(f) for f in others[:5]) + (", ..." if len(others) > 5 else "")
+            rank_zero_info(
+                f"seglight: data.predict_dir: {len(others)} file(s) in {path} are not images by "
+                f"their extension ({', '.join(IMAGE_EXTENSIONS)}) and are left out: {shown}"
             )
         label_map = LabelMap.identity(max(self.num_classes, 1), self.ignore_index)
-        return FileDataset([(p, None) for p in images], label_map, transform)
+        return ImageFolderDataset(path, images, label_map, transform)
 
     def train_dataloader(self) -> DataLoader:
         # drop_last: a last batch of 1 would break BatchNorm and skew the step's loss.
@@ -225,7 +235,9 @@ class SegmentationDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers and workers > 0,
             pin_memory=self._pin_memory(),
             worker_init_fn=seed_worker if workers > 0 else None,
-            collate_fn=partial(collate_padded, ignore_index=self.ignore_index),
+            # A dataset may bring its own (prediction folders: unreadable files dropped).
+            collate_fn=getattr(dataset, "collate_fn", None)
+            or partial(collate_padded, ignore_index=self.ignore_index),
         )
 
     def _train_sampler(self, batch_size: int, shuffle: bool) -> ResumableSampler:
