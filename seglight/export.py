@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seglight.data.images import SCALING_RULE
 from seglight.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seglight.errors import ConfigError
 from seglight.module import SegmentationModule
@@ -130,8 +131,11 @@ def build_metadata(module: SegmentationModule, mean, std) -> dict[str, str]:
         "mean": json.dumps([float(m) for m in mean]),
         "std": json.dumps([float(s) for s in std]),
         "preprocessing": (
-            "RGB, channels first, scaled to [0, 1] (pixel / 255), then (x - mean) / std per channel"
+            "RGB as displayed (EXIF orientation applied), channels first, scaled to [0, 1] by "
+            "the file's pixel type (8-bit / 255, 16-bit / 65535, float as is), then "
+            "(x - mean) / std per channel"
         ),
+        "input_scaling": SCALING_RULE,
         "input_name": INPUT_NAME,
         "input_layout": layout,
         "output_name": OUTPUT_NAME,

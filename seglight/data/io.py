@@ -1,6 +1,6 @@
 """Reading image and mask files exactly, once each, with errors that name the file.
 
-Images: PIL, which raises on truncated files (OpenCV returns a half-grey image and a warning).
+Images: seglight.data.images (re-exported here): orientation, 16-bit and float rules.
 Masks: PIL too, because only PIL returns a palette PNG's *indices* (what VOC stores); OpenCV
 always expands the palette to colours. Label values are validated from one np.bincount over
 the raw mask (O(pixels), no second decode); the counts also serve the dataset audit.
@@ -12,23 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from seglight.data.images import check_same_size, decode_image, read_image  # noqa: F401
 from seglight.errors import DataError
 
 INDEX_MODES = ("P", "L")  # masks whose pixel values are label ids
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB. Grey, palette and RGBA images are converted; alpha is dropped."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
-            return np.asarray(rgb)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {e}") from None
 
 
 def read_mask_raw(path: str | Path, modes: tuple[str, ...] = INDEX_MODES) -> tuple[np.ndarray, str]:
@@ -142,11 +130,3 @@ def rgb_to_index(
         bad = np.unique(rgb[~found].reshape(-1, 3), axis=0)[:10].tolist()
         raise DataError(f"{path}: mask has colours {bad} that are not in the class palette")
     return np.asarray(ids, np.uint8)[order[pos]]
-
-
-def check_same_size(image: np.ndarray, mask: np.ndarray, image_path, mask_path) -> None:
-    if image.shape[:2] != mask.shape[:2]:
-        raise DataError(
-            f"image and mask sizes differ: {image_path} is {image.shape[1]}x{image.shape[0]}, "
-            f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} (width x height)"
-        )

@@ -10,6 +10,11 @@ only warns on misspelled arguments. Here a misspelled name or argument is an err
 and every transform that fills masks (pad, rotate, affine, ...) fills them with ignore_index
 unless told otherwise: albumentations' default fill_mask=0 would label padding as class 0.
 Masks are always resampled with nearest neighbour (albumentations' default for masks).
+
+Images arrive as uint8 (8-bit files) or float32 in [0, 1] (16-bit and float files; see
+seglight.data.images): albumentations 2.0 transforms take both, and the final `Normalize` scales
+each by its own range (x / 255 or x) before (x - mean) / std, so an 8-bit image and its 16-bit
+version give the same input. 8-bit images stay uint8 until then (albumentations' fast paths).
 """
 
 import inspect
@@ -26,6 +31,35 @@ from seglight.errors import ConfigError, did_you_mean
 TransformSpec = dict[str, Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(A.ImageOnlyTransform):
+    """(x - mean) / std of images scaled to [0, 1] by their type: uint8 / 255, float32 as is
+    (A.Normalize divides every image by one max_pixel_value, wrong for one of the two)."""
+
+    def __init__(
+        self,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._by_dtype = {  # albumentations' own normalize (a lookup table for uint8)
+            np.dtype(np.uint8): A.Normalize(self.mean, self.std, max_pixel_value=255.0),
+            np.dtype(np.float32): A.Normalize(self.mean, self.std, max_pixel_value=1.0),
+        }
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        normalize = self._by_dtype.get(img.dtype)
+        if normalize is None:
+            raise TypeError(
+                f"Normalize: images must be uint8 or float32 in [0, 1], not {img.dtype}"
+            )
+        return normalize.apply(img)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("mean", "std")
 
 
 def build_transform(spec: TransformSpec, ignore_index: int, where: str) -> A.BasicTransform:
@@ -69,12 +103,13 @@ def build_pipeline(
 ) -> A.Compose:
     """Compose the listed transforms, then Normalize (always last, so no pipeline forgets it).
 
-    Input: image (H, W, 3) uint8, mask (H, W) uint8/int. Output image float32 (H', W', 3).
+    Input: image (H, W, 3) uint8 or float32 in [0, 1], mask (H, W) uint8/int. Output image
+    float32 (H', W', 3).
     """
     transforms = [
         build_transform(s, ignore_index, f"{where}[{i}]") for i, s in enumerate(specs or [])
     ]
-    transforms.append(A.Normalize(mean=tuple(mean), std=tuple(std)))
+    transforms.append(Normalize(mean=tuple(mean), std=tuple(std)))
     # albumentations keeps its own RNG, untouched by seed_everything and unseeded by default:
     # seed it from torch's seed so a seeded run repeats (workers reseed it, see seed_worker).
     pipeline = A.Compose(transforms)
