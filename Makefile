@@ -18,16 +18,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install seglight with the dev extras (skipped when up to date)
 
-CKPT := outputs/quickstart/checkpoints/best.ckpt
+# Every output of the demo goes under RUN_DIR (--trainer.default_root_dir):
+# `make demo RUN_DIR=outputs/b` leaves the first run's checkpoints, logs and predictions alone.
+RUN_DIR ?= outputs/quickstart
+CKPT := $(RUN_DIR)/checkpoints/best.ckpt
+DEMO := --config configs/quickstart.yaml --trainer.default_root_dir=$(RUN_DIR)
 
 demo: $(STAMP)  ## fit on the built-in data, test (report files), predict PNG masks, export ONNX
-	$(PY) -m seglight fit --config configs/quickstart.yaml
-	$(PY) -m seglight test --config configs/quickstart.yaml --ckpt_path $(CKPT)
-	$(PY) -m seglight predict --config configs/quickstart.yaml --ckpt_path $(CKPT)
+	$(PY) -m seglight fit $(DEMO)
+	$(PY) -m seglight test $(DEMO) --ckpt_path $(CKPT)
+	$(PY) -m seglight predict $(DEMO) --ckpt_path $(CKPT)
 	$(PY) -m seglight export --ckpt_path $(CKPT)
-	@echo "Predicted masks (palette PNGs): outputs/quickstart/predictions/"
-	@echo "Test report: outputs/quickstart/logs/version_*/test_report.{json,csv}, test_confusion.png"
-	@echo "ONNX model: outputs/quickstart/checkpoints/best.onnx"
+	@echo "Predicted masks (palette PNGs): $(RUN_DIR)/predictions/"
+	@echo "Test report: $(RUN_DIR)/logs/version_*/test_report.{json,csv}, test_confusion.png"
+	@echo "ONNX model: $(RUN_DIR)/checkpoints/best.onnx"
 
 test: $(STAMP)  ## the fast test suite (CPU, a few minutes)
 	$(PY) -m pytest -m "not slow"

@@ -134,7 +134,7 @@ class MaskWriter(BasePredictionWriter):
     extension (its sub-folders mirrored too). Overlays go to `<output_dir>/overlays/<output>.jpg`.
 
     Args:
-        output_dir: folder for the PNGs; null = "predictions" inside the run's log dir.
+        output_dir: folder for the PNGs; null = <trainer.default_root_dir>/predictions.
         native_ids: write the dataset's own label ids instead (e.g. Cityscapes labelIds, what
             the official evaluation script reads) as 8-bit grey PNGs; needs a data module
             with a `native_ids` table (training id -> dataset id).
@@ -156,10 +156,8 @@ class MaskWriter(BasePredictionWriter):
         self.overlay_alpha = overlay_alpha
 
     def _folder(self, trainer: L.Trainer) -> Path:
-        base = self.output_dir or str(
-            Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
-        )
-        return Path(base)
+        # Beside the run's checkpoints, not in a new logger version folder per `predict`.
+        return Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
 
     def write_on_batch_end(
         self,

@@ -5,6 +5,8 @@ python -m seglight test --config configs/quickstart.yaml --ckpt_path <file>.ckpt
 python -m seglight fit --config configs/quickstart.yaml --model.optimizer.lr=3e-4  # W&B style
 """
 
+import importlib
+import inspect
 import os
 import re
 import sys
@@ -14,10 +16,11 @@ from pathlib import Path
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 import lightning  # noqa: E402
-from jsonargparse import ActionConfigFile  # noqa: E402
+from jsonargparse import ActionConfigFile, Namespace  # noqa: E402
 from lightning.pytorch.callbacks import BasePredictionWriter  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
+from seglight.best_checkpoint import ModelCheckpoint  # noqa: E402
 from seglight.callbacks import MaskWriter, PredictionFailures  # noqa: E402
 from seglight.checkpointing import (  # noqa: E402
     read_checkpoint,
@@ -45,6 +48,13 @@ class SeglightArgumentParser(LightningArgumentParser):
         sys.stderr.write(f"seglight: error: {condense_error(message)}\n")
         sys.stderr.write("  (`seglight <subcommand> --help` lists the options)\n")
         sys.exit(2)
+
+    def validate(self, *args, **kwargs) -> None:  # type: ignore[override]
+        # Loggers need save_dir when built: an unset one is filled before it is found missing.
+        cfg = args[0] if args else kwargs.get("namespace", kwargs.get("cfg"))
+        if isinstance(cfg, Namespace):
+            default_logger_save_dirs(cfg)
+        super().validate(*args, **kwargs)
 
 
 NOISE = re.compile(
@@ -76,6 +86,35 @@ def condense_error(message: str) -> str:
     return f"{key}: {detail}" if key and key not in detail else detail
 
 
+def default_logger_save_dirs(cfg: Namespace) -> None:
+    """Each logger of the config whose save_dir is unset (or ".", W&B's default, with no `dir`)
+    gets the trainer's default_root_dir, as the loggers the Trainer makes itself do; in place.
+    `cfg` is a subcommand's config or the whole one (holding the subcommand's)."""
+    subcommand = cfg.get("subcommand")
+    section = cfg.get(subcommand) if isinstance(subcommand, str) else cfg
+    trainer = section.get("trainer") if isinstance(section, Namespace) else None
+    root = trainer.get("default_root_dir") if isinstance(trainer, Namespace) else None
+    if root is None:
+        return  # Lightning's default: the current folder, as save_dir "." already means
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if not isinstance(init_args, Namespace) or init_args.get("dir"):
+            continue
+        if init_args.get("save_dir") in (None, ".") and _has_save_dir(logger.get("class_path")):
+            init_args["save_dir"] = str(root)
+
+
+def _has_save_dir(class_path: str | None) -> bool:
+    """Whether the logger class takes a save_dir (Comet, for one, does not)."""
+    try:
+        module, _, name = (class_path or "").rpartition(".")
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except Exception:  # noqa: BLE001 - a bad class path is reported by the validation itself
+        return False
+    return cls is not None and "save_dir" in inspect.signature(cls).parameters
+
+
 def _dedupe_keys(keys: list[str]) -> list[str]:
     """Nested errors name keys relative to their parent: ["model", "loss.dice"]."""
     out: list[str] = []
@@ -86,7 +125,21 @@ def _dedupe_keys(keys: list[str]) -> list[str]:
 
 
 class SeglightCLI(LightningCLI):
-    """LightningCLI with the model and dataset linked, and the built-in data as the default."""
+    """LightningCLI with the model and dataset linked, and the built-in data as the default.
+
+    Where a run's outputs go: under <root> = trainer.default_root_dir (configs: outputs/<name>),
+    so --trainer.default_root_dir=X moves them all; a path given for one output wins.
+
+        output                              default                      option that moves it
+        best.ckpt, last.ckpt                <root>/checkpoints           ModelCheckpoint dirpath
+        CSV / TensorBoard logs              <root>/<name>/version_<N>    logger save_dir, name
+        W&B run                             <root>/wandb/<run>           logger save_dir
+        config.yaml, images/, test_report.* the logger's run folder (trainer.log_dir, as above)
+        predicted masks                     <root>/predictions           MaskWriter output_dir
+        seeds_summary.json                  <root>                       seglight seeds --summary
+
+    fast_dev_run writes no checkpoint (seglight.best_checkpoint, seglight.preemption).
+    """
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         # As LightningCLI.init_parser, with the parser class that condenses errors.
@@ -125,9 +178,13 @@ class SeglightCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> lightning.Trainer:
         """LightningCLI's trainer, with atomic checkpoint saves (unless the config names a
-        CheckpointIO) and --ckpt_path checked and resolved before anything runs; checkpoints are
-        loaded with weights_only=True unless --weights_only=false (seglight.checkpointing)."""
+        CheckpointIO), checkpoint folders fixed (dirpath null: <default_root_dir>/checkpoints)
+        and --ckpt_path checked and resolved before anything runs; checkpoints are loaded with
+        weights_only=True unless --weights_only=false (seglight.checkpointing)."""
         trainer = super().instantiate_trainer(**kwargs)
+        for callback in trainer.checkpoint_callbacks:  # dirpath null: fixed now, under the root
+            if isinstance(callback, ModelCheckpoint):
+                callback.resolve_dirpath(trainer)
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
         use_atomic_checkpoint_io(trainer, trainer_config.get("plugins"))
         section = self.config_init.get(self.subcommand) if self.subcommand else None

@@ -1,4 +1,5 @@
 """Pre-emption: SIGTERM or SIGUSR1 during `fit` -> last.ckpt at the next batch boundary, then exit.
+(Under fast_dev_run no checkpoint is written: the run just exits with the same status.)
 
     python -m seglight fit --config configs/quickstart.yaml            # kill -TERM <pid> ...
     python -m seglight fit --config configs/quickstart.yaml --ckpt_path last   # ... resumes
@@ -125,14 +126,18 @@ class PreemptionCheckpoint(L.Callback):
             signum = int(trainer.strategy.reduce(flag, reduce_op="max"))
         if not signum:
             return
-        path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)  # collective: every rank takes part, rank 0 writes
-        if trainer.is_global_zero:
-            name = signal.Signals(signum).name
-            sys.stderr.write(
+        name = signal.Signals(signum).name
+        if trainer.fast_dev_run:  # a smoke test must not replace the real run's last.ckpt
+            message = f"seglight: {name} received: fast_dev_run, so no checkpoint saved\n"
+        else:
+            path = last_checkpoint_path(trainer)
+            trainer.save_checkpoint(path)  # collective: every rank takes part, rank 0 writes
+            message = (
                 f"seglight: {name} received: saved epoch {trainer.current_epoch}, step "
                 f"{trainer.global_step} to {path}; resume with: {resume_command()}\n"
             )
+        if trainer.is_global_zero:
+            sys.stderr.write(message)
             sys.stderr.flush()
         self._restore()
         raise SIGTERMException(exit_status(signum))
