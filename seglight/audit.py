@@ -3,9 +3,11 @@
 python -m seglight audit --config configs/voc.yaml --split train      # table + audit_train.json
 
 Reports image count, image sizes, per-class pixel and image frequency, ignored pixels, unexpected
-label values, unreadable / missing files, image-mask size mismatches, and class weights by median
-frequency balancing. Exits 1 when it found problems, 0 when none. It builds the data module of the
-same config files `fit` takes, and nothing else: no model, no trainer, no download.
+label values, unreadable / missing files, image-mask size mismatches, classes without a pixel
+(and masks holding only 0 and ignore_index: 0/255 binary masks read as "ignore"), and class
+weights by median frequency balancing. Exits 1 when it found problems, 0 when none. It builds
+the data module of the same config files `fit` takes, and nothing else: no model, no trainer,
+no download.
 
 Every file is decoded once. Label statistics come from one bincount of the *stored* mask values,
 mapped to training ids through the dataset's LabelMap; a file with a problem is reported and left
@@ -24,7 +26,13 @@ import numpy as np
 
 from seglight.data.base import SegmentationDataModule, default_num_workers
 from seglight.data.dataset import FileDataset, SegmentationDataset
-from seglight.data.io import INDEX_MODES, check_same_size, read_image, read_mask_raw, rgb_to_index
+from seglight.data.io import (
+    LabelMap,
+    check_same_size,
+    missing_classes,
+    read_image,
+    read_mask_values,
+)
 from seglight.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test", "predict")
@@ -35,11 +43,13 @@ MAX_SHOWN = 20  # problems listed in the printed table (the JSON has all of them
 
 @dataclass
 class _Scan:
-    """What one sample contributed: image size (H, W), whether it has a mask, training-id pixel
-    counts (256,) when it loaded cleanly, stored values that are not labels, problems."""
+    """What one sample contributed: image size (H, W), whether it has a mask, stored-value and
+    training-id pixel counts (256,) when it loaded cleanly, stored values that are not labels,
+    problems."""
 
     size: tuple[int, int] | None = None
     labelled: bool = False
+    stored: np.ndarray | None = None
     ids: np.ndarray | None = None
     invalid: dict[int, int] = field(default_factory=dict)
     problems: list[dict] = field(default_factory=list)
@@ -73,12 +83,9 @@ def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
         return scan
     label_map = dataset.label_map
     try:  # as FileDataset.read_mask, but keeping the stored values' counts
-        modes = INDEX_MODES + (("RGB", "RGBA") if dataset.palette else ())
-        raw, _ = read_mask_raw(mask_path, modes)
-        if raw.ndim == 3:  # colour-coded: colours -> ids first
-            raw = rgb_to_index(
-                raw, dataset.palette, mask_path, dataset.ignore_colour, dataset.ignore_index
-            )
+        raw = read_mask_values(
+            mask_path, dataset.palette, dataset.ignore_colour, dataset.ignore_index
+        )
     except DataError as e:
         scan.problems.append(_problem(mask_path, _kind(e, mask_path), str(e)))
         return scan
@@ -99,6 +106,7 @@ def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
             scan.problems.append(_problem(mask_path, "size_mismatch", str(e)))
     if not scan.problems:
         # Training-id counts: stored value v adds its counts[v] pixels to id lut[v].
+        scan.stored = counts
         scan.ids = np.bincount(label_map.lut, weights=counts, minlength=256).astype(np.int64)
     return scan
 
@@ -125,7 +133,7 @@ def _scan_sample(dataset: SegmentationDataset, index: int, num_classes: int, ign
         detail = f"{sample.name}: image is {scan.size}, mask is {sample.mask.shape[:2]} (H, W)"
         scan.problems.append(_problem(sample.name, "size_mismatch", detail))
     if not scan.problems:
-        scan.ids = counts[:256].astype(np.int64)
+        scan.ids = scan.stored = counts[:256].astype(np.int64)
     return scan
 
 
@@ -156,13 +164,14 @@ def median_frequency_weights(pixels: np.ndarray, present_pixels: np.ndarray) -> 
         freq_c   = pixels of class c / labelled pixels of the images in which c is present
         weight_c = median over present classes of freq / freq_c
 
-    ("labelled pixels" leaves out ignore_index). A class present in no image gets weight 0.
-    pixels, present_pixels: (C,) counts. Returns (C,) float64.
+    ("labelled pixels" leaves out ignore_index). A class present in no image has no weight: nan
+    (never 0, which would silence it, nor inf). pixels, present_pixels: (C,) counts. Returns
+    (C,) float64.
     """
     pixels = np.asarray(pixels, np.float64)
     present_pixels = np.asarray(present_pixels, np.float64)
     present = (pixels > 0) & (present_pixels > 0)
-    weights = np.zeros(len(pixels))
+    weights = np.full(len(pixels), np.nan)
     if present.any():
         freq = pixels[present] / present_pixels[present]
         weights[present] = np.median(freq) / freq
@@ -189,6 +198,7 @@ def audit_dataset(
     else:
         scans = (_scan_sample(dataset, i, num_classes, ignore_index) for i in range(n))
 
+    stored = np.zeros(256, np.int64)  # pixels per stored mask value
     pixels = np.zeros(num_classes, np.int64)  # pixels of class c
     images = np.zeros(num_classes, np.int64)  # images in which class c is present
     present_pixels = np.zeros(num_classes, np.int64)  # labelled pixels of those images
@@ -208,6 +218,7 @@ def audit_dataset(
         if scan.ids is None:
             continue
         clean += 1
+        stored += scan.stored
         per_class = scan.ids[:num_classes]
         pixels += per_class
         ignored += int(scan.ids[ignore_index])
@@ -228,13 +239,22 @@ def audit_dataset(
                 "pixel_fraction": float(pixels[c] / counted) if counted else 0.0,
                 "images": int(images[c]),
                 "frequency": float(freq),
-                "weight": float(weights[c]),
+                "weight": None if np.isnan(weights[c]) else float(weights[c]),
             }
         )
     absent = [row["name"] for row in classes if row["images"] == 0]
     warnings = []
-    if clean and labelled and absent:
-        warnings.append(f"classes present in no labelled image (weight 0): {', '.join(absent)}")
+    if clean and labelled and absent:  # no class may be lost silently
+        label_map = getattr(dataset, "label_map", None) or LabelMap.identity(
+            num_classes, ignore_index
+        )
+        partial = f" (first {n} of {total} images)" if n < total else ""
+        where = f"split {split}{partial}" if split else f"the dataset{partial}"
+        kind, detail = missing_classes(stored, label_map, class_names, where)
+        if kind == "absent_class" and partial:  # the rest of the split may hold them
+            warnings.append(detail)
+        else:
+            problems.append({"file": None, "kind": kind, "detail": detail})
     if labelled == 0 and n:
         warnings.append("no masks in this split: no label statistics")
     return {
@@ -251,7 +271,8 @@ def audit_dataset(
         "ignored_pixels": ignored,
         "ignored_fraction": float(ignored / (counted + ignored)) if counted + ignored else 0.0,
         "classes": classes,
-        "class_weights": [round(float(w), 6) for w in weights],
+        # No suggestion while a class has no pixel: 0 would silence it, and it has no frequency.
+        "class_weights": None if absent else [round(float(w), 6) for w in weights],
         "absent_classes": absent,
         "unexpected_values": {str(v): unexpected[v] for v in sorted(unexpected)},
         "num_problems": len(problems),
@@ -283,16 +304,21 @@ def format_report(report: dict) -> str:
     width = max([len("class")] + [len(row["name"]) for row in report["classes"]])
     lines.append(f"{'id':>3}  {'class':<{width}}  {'pixels %':>8}  {'images':>7}  {'weight':>7}")
     for row in report["classes"]:
+        weight = "-" if row["weight"] is None else f"{row['weight']:.3f}"
         lines.append(
             f"{row['id']:>3}  {row['name']:<{width}}  {100 * row['pixel_fraction']:>7.2f}%  "
-            f"{row['images']:>7}  {row['weight']:>7.3f}"
+            f"{row['images']:>7}  {weight:>7}"
         )
     lines.append(
         f"ignored pixels ({report['ignore_index']}): {100 * report['ignored_fraction']:.2f}% "
         f"of {report['mask_pixels']} mask pixels"
     )
-    lines.append("weights: median frequency balancing; as loss.class_weights:")
-    lines.append(f"  [{', '.join(f'{w:.4g}' for w in report['class_weights'])}]")
+    if report["class_weights"] is None:
+        absent = ", ".join(report["absent_classes"])
+        lines.append(f"weights: no suggestion while classes have no pixel ({absent})")
+    else:
+        lines.append("weights: median frequency balancing; as loss.class_weights:")
+        lines.append(f"  [{', '.join(f'{w:.4g}' for w in report['class_weights'])}]")
     sizes = report["image_sizes"]
     lines.append("")
     if sizes["height"] is None:

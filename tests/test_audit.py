@@ -151,21 +151,32 @@ def test_planted_problems_are_reported_by_file_and_kind(tmp_path):
     assert audit_dataset(dataset(root), ["a", "b", "c"], 255, "train", workers=3) == report
 
 
-def test_absent_class_gets_weight_0_and_is_flagged(tmp_path):
+def test_absent_class_is_a_problem_and_gets_no_weight(tmp_path):
     root = tmp_path / "data"
     clean_tree(root)
     (root / "images" / "good1.png").unlink()  # the only image with class c
-    report = audit_dataset(dataset(root), ["a", "b", "c"], 255)
-    assert report["classes"][2]["images"] == 0 and report["classes"][2]["weight"] == 0.0
-    assert report["absent_classes"] == ["c"] and "c" in report["warnings"][0]
+    report = audit_dataset(dataset(root), ["a", "b", "c"], 255, "train")
+    assert report["classes"][2]["images"] == 0 and report["classes"][2]["weight"] is None
+    assert report["absent_classes"] == ["c"]
+    (problem,) = report["problems"]
+    assert problem["kind"] == "absent_class" and problem["file"] is None
+    assert problem["detail"].startswith("split train: no pixel of class(es) c in any mask")
+    assert report["class_weights"] is None  # never a 0 (or inf) to paste into the loss
     freq = [30 / 42, 28 / 58]  # median of two: their mean
-    assert report["class_weights"][:2] == pytest.approx([np.mean(freq) / f for f in freq])
-    assert report["problems"] == []  # a warning, not an error
+    weights = [r["weight"] for r in report["classes"][:2]]
+    assert weights == pytest.approx([np.mean(freq) / f for f in freq])
+    table = format_report(report)
+    assert "no suggestion while classes have no pixel (c)" in table
+    assert "absent_class  split train: no pixel of class(es) c" in table
+    # A partial scan (--max_images) may miss a class that the rest holds: a warning.
+    report = audit_dataset(dataset(root), ["a", "b", "c"], 255, "train", max_images=1)
+    assert report["problems"] == [] and "first 1 of 2 images" in report["warnings"][0]
 
 
 def test_median_frequency_weights_edge_cases():
-    assert median_frequency_weights([0, 0], [0, 0]).tolist() == [0.0, 0.0]
-    assert median_frequency_weights([5, 0], [10, 0]).tolist() == [1.0, 0.0]
+    assert np.isnan(median_frequency_weights([0, 0], [0, 0])).all()
+    weights = median_frequency_weights([5, 0], [10, 0])
+    assert weights[0] == 1.0 and np.isnan(weights[1])
 
 
 def test_unlabelled_split_has_no_label_statistics(tmp_path):

@@ -12,14 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from seglight.data.io import (
-    INDEX_MODES,
-    LabelMap,
-    check_same_size,
-    read_image,
-    read_mask_raw,
-    rgb_to_index,
-)
+from seglight.data.io import LabelMap, check_same_size, read_image, read_mask_values
 from seglight.data.sampling import SampleKey
 from seglight.data.transforms import seed_pipeline
 
@@ -108,11 +101,9 @@ class FileDataset(SegmentationDataset):
         return len(self.pairs)
 
     def read_mask(self, path: Path) -> np.ndarray:
-        """(H, W) uint8 training ids of one mask file."""
-        modes = INDEX_MODES + (("RGB", "RGBA") if self.palette else ())
-        raw, mode = read_mask_raw(path, modes)
-        if raw.ndim == 3:  # colour-coded: colours -> ids, then the same validity check
-            raw = rgb_to_index(raw, self.palette, path, self.ignore_colour, self.ignore_index)
+        """(H, W) uint8 training ids of one mask file (colour-coded masks: colours -> ids
+        first, then the same validity check)."""
+        raw = read_mask_values(path, self.palette, self.ignore_colour, self.ignore_index)
         return self.label_map.apply(raw, path)
 
     def load(self, index: int) -> Sample:

@@ -1,32 +1,46 @@
 """Your own images: <root>/images/<stem>.<jpg|png|...> with <root>/masks/<stem>.png.
 
-Masks hold class indices ("P"/"L" PNG, mask_format: index) or class colours (mask_format: rgb,
-mapped through `colors`). Classes come from the config or a YAML/JSON file:
+Masks hold class indices ("P"/"L" PNG or 1-bit, mask_format: index) or class colours
+(mask_format: rgb, mapped through `colors`). Stored values that are not the class indices are
+mapped with `mask_map` (binary masks saved as 0/255: `mask_map: {0: 0, 255: 1}`). Masks named
+after their image with a suffix (`name.jpg` <-> `name_mask.png`, in another folder or the same
+one) are found with `mask_suffix: _mask`. Classes come from the config or a YAML/JSON file:
 
     classes: [background, road, car]
     classes_file: classes.yaml   # or: [background, road] / [{name: road, color: [128, 64, 128]}]
 
-Splits come from list files of stems or a seeded random validation fraction.
+Splits come from list files of stems or a seeded random validation fraction. When `fit` starts
+the training and validation masks are decoded once (no images) to check that every class occurs,
+and so are the evaluation masks at `validate` and `test` (warnings only): see `label_check`.
 """
 
 import json
 import random
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
+from lightning.pytorch.utilities import rank_zero_only
 
-from seglight.data.base import SegmentationDataModule, Split
+from seglight.data.base import SegmentationDataModule, Split, default_num_workers
 from seglight.data.dataset import FileDataset
-from seglight.data.io import IMAGE_EXTENSIONS, LabelMap
+from seglight.data.io import IMAGE_EXTENSIONS, LabelMap, missing_classes, read_mask_values
 from seglight.data.transforms import TransformSpec, train_preset
 from seglight.errors import ConfigError, DataError
 
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")  # lossless: JPEG would invent labels
+# Splits whose masks `label_check` scans when a stage starts (errors for train only).
+CHECKED_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class FolderDataModule(SegmentationDataModule):
-    """A folder of images and masks with matching file stems.
+    """A folder of images and masks with matching file stems (the mask's stem may add
+    `mask_suffix`: images/a.jpg <-> masks/a_mask.png, or both in one folder).
 
     Args:
         root: folder holding `image_dir` and `mask_dir`.
@@ -35,10 +49,14 @@ class FolderDataModule(SegmentationDataModule):
             {name, color}); relative paths are taken from `root`.
         colors: one [R, G, B] per class, for colour-coded masks and predictions.
         mask_format: "index" (pixel value = class id) or "rgb" (pixel colour = class colour).
+        mask_map: stored mask value -> class index (or ignore_index) for index masks, e.g.
+            {0: 0, 255: 1} for 0/255 binary masks; other values are errors; null = identity.
         ignore_index: mask value (index masks) of unlabelled pixels.
         ignore_color: colour of unlabelled pixels in rgb masks, e.g. [255, 255, 255].
         image_dir: sub-folder of the images.
-        mask_dir: sub-folder of the masks.
+        mask_dir: sub-folder of the masks; may equal image_dir when mask_suffix is set.
+        mask_suffix: end of a mask's stem after its image's stem: "_mask" pairs a.jpg with
+            a_mask.png; "" = same stem.
         train_list: file of training stems, one per line; null = a random split.
         val_list: file of validation stems; null = a random split.
         test_list: file of test stems; null = the validation images.
@@ -47,6 +65,9 @@ class FolderDataModule(SegmentationDataModule):
         crop_size: (height, width) of random training crops; null = train on whole images
             (flip and photometric jitter only).
         scale_range: range of the random rescale before cropping (with crop_size).
+        label_check: at the start of fit, a class absent from every training mask, or masks
+            holding only 0 and ignore_index, is an "error", a "warn"ing, or not checked ("off");
+            in val/test masks (at fit, validate, test), a warning unless "off".
         **kwargs: loader and transform options of SegmentationDataModule.
     """
 
@@ -57,10 +78,12 @@ class FolderDataModule(SegmentationDataModule):
         classes_file: str | None = None,
         colors: list[list[int]] | None = None,
         mask_format: Literal["index", "rgb"] = "index",
+        mask_map: dict[int, int] | None = None,
         ignore_index: int = 255,
         ignore_color: list[int] | None = None,
         image_dir: str = "images",
         mask_dir: str = "masks",
+        mask_suffix: str = "",
         train_list: str | None = None,
         val_list: str | None = None,
         test_list: str | None = None,
@@ -68,6 +91,7 @@ class FolderDataModule(SegmentationDataModule):
         split_seed: int = 0,
         crop_size: tuple[int, int] | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
+        label_check: Literal["error", "warn", "off"] = "error",
         **kwargs,
     ) -> None:
         self.root = Path(root).expanduser()
@@ -85,11 +109,21 @@ class FolderDataModule(SegmentationDataModule):
         self.mask_format = mask_format
         self.ignore_color = ignore_color
         self.dirs = (self.root / image_dir, self.root / mask_dir)
+        if self.dirs[0].resolve() == self.dirs[1].resolve() and not mask_suffix:
+            raise ConfigError(
+                f"data.mask_suffix: images and masks share the folder {self.dirs[0]}; set how "
+                "mask names end, e.g. data.mask_suffix: _mask for a.jpg <-> a_mask.png"
+            )
+        if label_check not in ("error", "warn", "off"):
+            raise ConfigError(f"data.label_check: error, warn or off, got {label_check!r}")
+        self.mask_suffix = mask_suffix
+        self.label_check = label_check
+        self._labels_checked: set[str] = set()
         self.lists = {"train": train_list, "val": val_list, "test": test_list}
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.crop_size = tuple(crop_size) if crop_size else None
         self.scale_range = tuple(scale_range)
-        self.label_map = LabelMap.identity(len(names), ignore_index)
+        self.label_map = _label_map(mask_map, len(names), ignore_index, mask_format)
         super().__init__(**kwargs)
 
     def default_train_transforms(self) -> list[TransformSpec]:
@@ -111,24 +145,57 @@ class FolderDataModule(SegmentationDataModule):
     def find_pairs(self) -> dict[str, tuple[Path, Path]]:
         """stem -> (image, mask); every image needs its mask and every mask its image."""
         image_dir, mask_dir = self.dirs
+        suffix = self.mask_suffix
         for folder in self.dirs:
             if not folder.is_dir():
                 raise DataError(
-                    f"data.root: {folder} not found. Expected {self.root}/images/<name>.jpg "
-                    f"(or .png, ...) with {self.root}/masks/<name>.png"
+                    f"data.root: {folder} not found. Expected {image_dir}/<name>.jpg "
+                    f"(or .png, ...) with {mask_dir}/<name>{suffix}.png"
                 )
-        images = _by_stem(image_dir, IMAGE_EXTENSIONS)
-        masks = _by_stem(mask_dir, MASK_EXTENSIONS)
-        lonely = sorted(set(images) ^ set(masks))
+        same = image_dir.resolve() == mask_dir.resolve()
+        # In a shared folder, files named <stem><suffix>.<ext> are masks, never images.
+        images, _ = _by_stem(image_dir, IMAGE_EXTENSIONS, suffix if same else "", strip=False)
+        masks, strays = _by_stem(mask_dir, MASK_EXTENSIONS, suffix)  # strays: no suffix
+        strays = [] if same else strays  # there, they are the images
+        lonely = [images.get(s) or masks[s] for s in sorted(set(images) ^ set(masks))] + strays
         if lonely:
-            where = [str(images.get(s) or masks.get(s)) for s in lonely[:5]]
             raise DataError(
-                f"{len(lonely)} files have no partner with the same name in "
-                f"{image_dir.name}/ and {mask_dir.name}/, e.g. {where}"
+                f"{len(lonely)} files have no partner: image {image_dir.name}/<name>.jpg (or "
+                f".png, ...) pairs with mask {mask_dir.name}/<name>{suffix}.png (or .tif, .bmp), "
+                f"e.g. {[str(p) for p in lonely[:5]]}{_naming_hint(images, masks, strays, suffix)}"
             )
         if not images:
             raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
         return {s: (images[s], masks[s]) for s in images}
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.label_check == "off":
+            return
+        splits = [s for s in CHECKED_SPLITS.get(stage, ()) if s not in self._labels_checked]
+        self.check_labels(splits)
+        self._labels_checked.update(splits)
+
+    def check_labels(self, splits: Sequence[Split] = ("train", "val")) -> None:
+        """Decode the masks (not the images) of `splits` once, on threads, and check that every
+        class occurs: a class absent from all training masks, or training masks holding only
+        0 and ignore_index (0/255 binary masks), raise DataError ("warn": a warning); in an
+        evaluation split (which may lack a rare class) either is a warning."""
+        for split in splits:
+            dataset = self.datasets.get(split)
+            if dataset is None:
+                dataset = self.build_dataset(split, self.pipelines["eval"])
+            stored = stored_value_counts(dataset)
+            where = f"data: the {len(dataset)} {split} masks"
+            found = missing_classes(stored, self.label_map, self.class_names, where)
+            if found is None:
+                continue
+            kind, message = found
+            if split == "train" and self.label_check == "error":
+                if kind == "absent_class":
+                    message += " (data.label_check: warn trains anyway)"
+                raise DataError(message)
+            warn(message)
 
     def split_stems(self, split: Split, stems: list[str]) -> list[str]:
         key = "val" if split == "predict" else split
@@ -152,16 +219,112 @@ class FolderDataModule(SegmentationDataModule):
         return sorted(chosen)
 
 
-def _by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
+def _by_stem(
+    folder: Path, extensions: tuple[str, ...], suffix: str = "", strip: bool = True
+) -> tuple[dict[str, Path], list[Path]]:
+    """(name -> file, strays) for the files of `folder` with one of `extensions`. Without a
+    `suffix`, the name is the stem. With one, `strip`: files whose stem ends with it are named
+    by the stem less it, the others are strays; not `strip`: they are left out (masks beside the
+    images), the others are named by their stem."""
     found: dict[str, Path] = {}
+    strays: list[Path] = []
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in extensions:
             continue
-        if path.stem in found:
-            raise DataError(f"{folder}: two files named {path.stem!r}: "
-                            f"{found[path.stem].name} and {path.name}")  # fmt: skip
-        found[path.stem] = path
-    return found
+        stem = path.stem
+        if suffix:
+            suffixed = stem.endswith(suffix) and len(stem) > len(suffix)
+            if not strip and suffixed:
+                continue
+            if strip and not suffixed:
+                strays.append(path)
+                continue
+            if strip:
+                stem = stem[: -len(suffix)]
+        if stem in found:
+            raise DataError(f"{folder}: two files named {stem!r}: "
+                            f"{found[stem].name} and {path.name}")  # fmt: skip
+        found[stem] = path
+    return found, strays
+
+
+def _naming_hint(
+    images: dict[str, Path], masks: dict[str, Path], strays: list[Path], suffix: str
+) -> str:
+    """'; the masks look named ...' when lonely masks' stems are lonely images' stems plus a
+    common ending (a.jpg, a_mask.png), or equal to them while a suffix is set; else ''."""
+    lonely_images = set(images) - set(masks)
+    if suffix and lonely_images & {p.stem for p in strays}:
+        return f"; the masks have their images' names: remove data.mask_suffix ({suffix!r})"
+    lonely_masks = [masks[k].stem for k in set(masks) - set(images)] + [p.stem for p in strays]
+    endings = Counter(
+        stem[k:] for stem in lonely_masks for k in range(1, len(stem)) if stem[:k] in lonely_images
+    )
+    if not endings:
+        return ""
+    ending = endings.most_common(1)[0][0]
+    return f"; the masks look named <name>{ending}: set data.mask_suffix: {ending}"
+
+
+def _label_map(
+    mask_map: dict[int, int] | None, num_classes: int, ignore_index: int, mask_format: str
+) -> LabelMap:
+    """The LabelMap of `mask_map` (stored value -> class index or ignore_index), checked; the
+    stored value ignore_index stays unlabelled unless the map gives it a class."""
+    if mask_map is None:
+        return LabelMap.identity(num_classes, ignore_index)
+    if mask_format == "rgb":
+        raise ConfigError(
+            "data.mask_map: applies to index masks; rgb masks map colours to classes through "
+            "data.colors (set data.mask_map: null)"
+        )
+    if not mask_map:
+        raise ConfigError("data.mask_map: empty; give stored value -> class, e.g. {0: 0, 255: 1}")
+    for value, index in mask_map.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+            raise ConfigError(
+                f"data.mask_map: key {value!r} is not a stored 8-bit mask value (0-255)"
+            )
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, int)
+            or not (0 <= index < num_classes or index == ignore_index)
+        ):
+            raise ConfigError(
+                f"data.mask_map: {value} -> {index!r} is not a class index (0-{num_classes - 1}) "
+                f"nor data.ignore_index ({ignore_index})"
+            )
+    return LabelMap({ignore_index: ignore_index} | dict(mask_map), num_classes, ignore_index)
+
+
+def stored_value_counts(dataset: FileDataset, workers: int | None = None) -> np.ndarray:
+    """(256,) int64 pixel count of each stored mask value over the dataset's masks, each mask
+    decoded once on `workers` threads (default: one per core, at most 8). A mask with values
+    that are not labels raises the same DataError as training would."""
+    label_map = dataset.label_map
+
+    def count(pair: tuple[Path, Path | None]) -> np.ndarray:
+        path = pair[1]
+        if path is None:
+            return np.zeros(256, np.int64)
+        raw = read_mask_values(path, dataset.palette, dataset.ignore_colour, dataset.ignore_index)
+        counts = label_map.counts(raw)
+        if label_map.invalid_values(counts):
+            label_map.apply(raw, path)  # raises, naming the file and its values
+        return counts
+
+    workers = workers or max(1, default_num_workers())
+    total = np.zeros(256, np.int64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for counts in pool.map(count, dataset.pairs):
+            total += counts
+    return total
+
+
+@rank_zero_only
+def warn(message: str) -> None:
+    """A warning on stderr that no warnings filter hides (once, from the first process)."""
+    print(f"seglight: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _load_classes(

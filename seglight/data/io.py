@@ -6,7 +6,7 @@ always expands the palette to colours. Label values are validated from one np.bi
 the raw mask (O(pixels), no second decode); the counts also serve the dataset audit.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +15,16 @@ from PIL import Image, UnidentifiedImageError
 from seglight.data.images import check_same_size, decode_image, read_image  # noqa: F401
 from seglight.errors import DataError
 
-INDEX_MODES = ("P", "L")  # masks whose pixel values are label ids
+INDEX_MODES = ("P", "L", "1")  # masks whose pixel values are label ids ("1": 1-bit, 0/1)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_mask_raw(path: str | Path, modes: tuple[str, ...] = INDEX_MODES) -> tuple[np.ndarray, str]:
     """(H, W) array of the values stored in the file, and the file's PIL mode.
 
-    Index masks ("P" palette or "L" grey) give (H, W) uint8 ids; with "RGB" in `modes`, colour
-    masks give (H, W, 3) uint8 for a palette lookup (see `rgb_to_index`).
+    Index masks ("P" palette, "L" grey or "1" 1-bit) give (H, W) uint8 ids (1-bit: 0 and 1);
+    with "RGB" in `modes`, colour masks give (H, W, 3) uint8 for a palette lookup (see
+    `rgb_to_index`).
     """
     try:
         with Image.open(path) as im:
@@ -37,12 +38,18 @@ def read_mask_raw(path: str | Path, modes: tuple[str, ...] = INDEX_MODES) -> tup
         raise DataError(
             f"{path}: mask has mode {mode!r}, expected one of {modes} ({_mode_hint(mode)})"
         )
+    if mode == "1":  # numpy gives bool
+        values = values.astype(np.uint8)
     return values, mode
 
 
 def _mode_hint(mode: str) -> str:
     if mode in ("RGB", "RGBA"):
-        return "a colour image: masks must hold class indices; was it converted from a palette PNG?"
+        return (
+            "a colour image: if colours code the classes, set data.mask_format: rgb and "
+            "data.colors (one [R, G, B] per class); if it should hold class indices, was it "
+            "converted from a palette PNG?"
+        )
     if mode.startswith("I"):
         return "a 16/32-bit mask: save label ids as 8-bit PNG"
     return "not a label-index mask"
@@ -107,6 +114,49 @@ def _ranges(values: list[int]) -> str:
             out.append(str(start) if start == v else f"{start}-{v}")
             start = None
     return ", ".join(out)
+
+
+def read_mask_values(
+    path: str | Path,
+    palette: list[list[int]] | None = None,
+    ignore_colour: list[int] | None = None,
+    ignore_index: int = 255,
+) -> np.ndarray:
+    """(H, W) uint8 stored values of an index mask; with a `palette`, colour-coded ("RGB") masks
+    are accepted too and give class ids (see `rgb_to_index`). Not yet checked by a LabelMap."""
+    raw, _ = read_mask_raw(path, INDEX_MODES + (("RGB", "RGBA") if palette else ()))
+    if raw.ndim == 3:
+        raw = rgb_to_index(raw, palette, path, ignore_colour, ignore_index)
+    return raw
+
+
+def missing_classes(
+    stored: np.ndarray, label_map: LabelMap, class_names: Sequence[str], where: str
+) -> tuple[str, str] | None:
+    """(kind, one line with the fix) when some class has no pixel in a split's masks; None when
+    every class has pixels. `stored`: (256,) pixel counts of the stored values of all its masks.
+
+    kind "only_ignore": the masks hold only 0 and ignore_index (binary masks saved as 0/255);
+    kind "absent_class": any other class without a pixel.
+    """
+    ids = np.bincount(label_map.lut, weights=stored, minlength=256)  # (256,) per training id
+    absent = [name for c, name in enumerate(class_names) if ids[c] == 0]
+    if not absent:
+        return None
+    ignore, lut = label_map.ignore_index, label_map.lut
+    values = np.flatnonzero(stored).tolist()
+    if values == [0, ignore] and lut[0] == 0 and lut[ignore] == ignore:
+        return "only_ignore", (
+            f"{where}: all masks hold only 0 and {ignore}; {ignore} is data.ignore_index "
+            f"(unlabelled), so {', '.join(absent)} never occurs. If {ignore} marks "
+            f"{class_names[1]}, set data.mask_map: {{0: 0, {ignore}: 1}}"
+        )
+    found = _ranges(values) if values else "none"
+    return "absent_class", (
+        f"{where}: no pixel of class(es) {', '.join(absent)} in any mask (stored values: "
+        f"{found}); check the masks, data.mask_map (stored value -> class index), or remove "
+        f"the class from data.classes"
+    )
 
 
 def rgb_to_index(
