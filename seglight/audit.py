@@ -26,13 +26,8 @@ import numpy as np
 
 from seglight.data.base import SegmentationDataModule, default_num_workers
 from seglight.data.dataset import FileDataset, SegmentationDataset
-from seglight.data.io import (
-    LabelMap,
-    check_same_size,
-    missing_classes,
-    read_image,
-    read_mask_values,
-)
+from seglight.data.images import check_same_size, decode_image
+from seglight.data.io import LabelMap, missing_classes, read_mask_values
 from seglight.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test", "predict")
@@ -75,8 +70,8 @@ def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
     scan = _Scan(labelled=mask_path is not None)
     image = None
     try:
-        image = read_image(image_path)
-        scan.size = image.shape[:2]
+        image = decode_image(image_path, getattr(dataset, "exif_orientation", True))
+        scan.size = image.pixels.shape[:2]
     except DataError as e:
         scan.problems.append(_problem(image_path, _kind(e, image_path), str(e)))
     if mask_path is None:
@@ -435,7 +430,7 @@ def run_audit(argv: Sequence[str]) -> int:
     data: SegmentationDataModule = parser.instantiate_classes(cfg).data
     # The eval pipeline (no augmentation) is what the dataset is built with; the audit reads the
     # raw files / samples, not the transformed tensors.
-    dataset = data.build_dataset(cfg.split, data.pipelines["eval"])
+    dataset = data.prepared_dataset(cfg.split, data.pipelines["eval"])
     workers = cfg.workers or max(1, default_num_workers())
     report = audit_dataset(
         dataset, data.class_names, data.ignore_index, cfg.split, cfg.max_images, workers

@@ -283,3 +283,25 @@ def test_readable_odd_formats(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "b.png")[0, :, 0], [0, 255])
     Image.fromarray(np.zeros((2, 2, 2), np.uint8), mode="LA").save(tmp_path / "la.png")
     assert read_image(tmp_path / "la.png").shape == (2, 2, 3)
+
+
+def test_exif_orientation_false_reads_the_stored_pixels_everywhere(tmp_path):
+    """data.exif_orientation: false (masks drawn on the stored pixels, e.g. from Labelbox)
+    reaches every reader: the splits set up for fit, audit's dataset and predict_dir."""
+
+    def write(i, images):
+        drawn = phone_photo(images / f"img_{i}.jpg", 6)
+        return np.ascontiguousarray(stored_from_displayed(drawn, 6))  # mask on the stored pixels
+
+    folder(tmp_path, 2, write)
+    dm = data_module(tmp_path, val_fraction=0.5, exif_orientation=False,
+                     predict_dir=str(tmp_path / "images"))  # fmt: skip
+    dm.setup("fit")
+    dm.setup("predict")
+    for split in ("train", "val"):
+        sample = dm.datasets[split].load(0)
+        assert sample.image.shape == (32, 64, 3) == (*sample.mask.shape, 3)
+    assert dm.datasets["predict"].load(0).image.shape == (32, 64, 3)
+    assert dm.prepared_dataset("train", dm.pipelines["eval"]).exif_orientation is False
+    with pytest.raises(DataError, match="as stored"):  # the default reads them as displayed
+        data_module(tmp_path, val_fraction=0.5).build_dataset("train", None).load(0)

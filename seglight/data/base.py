@@ -20,7 +20,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from seglight.data.dataset import SegmentationDataset, collate_padded
+from seglight.data.dataset import FileDataset, SegmentationDataset, collate_padded
 from seglight.data.io import IMAGE_EXTENSIONS, LabelMap
 from seglight.data.predict import ImageFolderDataset, find_images
 from seglight.data.sampling import ResumableSampler
@@ -78,6 +78,8 @@ class SegmentationDataModule(L.LightningDataModule):
         std: per-channel standard deviation for normalization.
         predict_dir: a folder of images (jpg, png, ...; no masks needed) for `predict`
             instead of the dataset's predict split.
+        exif_orientation: read photos as displayed (EXIF orientation applied, as annotation
+            tools show them); false = the stored pixels, for masks drawn on those.
     """
 
     class_names: list[str] = []
@@ -96,11 +98,18 @@ class SegmentationDataModule(L.LightningDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         predict_dir: str | None = None,
+        exif_orientation: bool = True,
     ) -> None:
         super().__init__()
+        self.exif_orientation = exif_orientation
         self.predict_dir = predict_dir
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size: must be >= 1, got {batch_size}")
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{key}: must be >= 1, got {value}")
+        if num_workers is not None and num_workers < 0:
+            raise ConfigError(f"data.num_workers: must be >= 0 (0 = load in the main process), "
+                              f"got {num_workers}")  # fmt: skip
+        _check_normalization(mean, std)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
@@ -152,7 +161,15 @@ class SegmentationDataModule(L.LightningDataModule):
                 if split == "predict" and self.predict_dir is not None:
                     self.datasets[split] = self.image_folder(self.predict_dir, pipeline)
                 else:
-                    self.datasets[split] = self.build_dataset(split, pipeline)
+                    self.datasets[split] = self.prepared_dataset(split, pipeline)
+
+    def prepared_dataset(self, split: Split, transform: Any) -> SegmentationDataset:
+        """`build_dataset` with this module's reading options applied (EXIF orientation): what
+        setup and `seglight audit` read."""
+        dataset = self.build_dataset(split, transform)
+        if isinstance(dataset, FileDataset):
+            dataset.exif_orientation = self.exif_orientation
+        return dataset
 
     def image_folder(self, folder: str, transform: Any) -> ImageFolderDataset:
         """Every image under `folder`, sub-folders included (hidden ones skipped), without
@@ -174,7 +191,9 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"their extension ({', '.join(IMAGE_EXTENSIONS)}) and are left out: {shown}"
             )
         label_map = LabelMap.identity(max(self.num_classes, 1), self.ignore_index)
-        return ImageFolderDataset(path, images, label_map, transform)
+        dataset = ImageFolderDataset(path, images, label_map, transform)
+        dataset.exif_orientation = self.exif_orientation
+        return dataset
 
     def train_dataloader(self) -> DataLoader:
         # drop_last: a last batch of 1 would break BatchNorm and skew the step's loss.
@@ -264,6 +283,16 @@ class SegmentationDataModule(L.LightningDataModule):
             return self.pin_memory
         trainer = self.trainer
         return trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+
+
+def _check_normalization(mean: Sequence[float], std: Sequence[float]) -> None:
+    """One value per image channel (3: RGB), std > 0: else a one-line ConfigError."""
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) != 3:
+            raise ConfigError(f"data.{key}: one value per image channel (3 for RGB), got "
+                              f"{list(values)}")  # fmt: skip
+    if not all(s > 0 for s in std):
+        raise ConfigError(f"data.std: every value must be > 0, got {list(std)}")
 
 
 def _train_position(trainer) -> tuple[int, int]:

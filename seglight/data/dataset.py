@@ -12,15 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from seglight.data.io import LabelMap, check_same_size, read_image, read_mask_values
+from seglight.data.images import check_same_size, decode_image
+from seglight.data.io import LabelMap, read_mask_values
 from seglight.data.sampling import SampleKey
 from seglight.data.transforms import seed_pipeline
 
 
 @dataclass
 class Sample:
-    """A decoded sample: image (H, W, 3) uint8 RGB, mask (H, W) uint8 class ids (None when the
-    split has no labels, e.g. prediction on new images), and a name for output files."""
+    """A decoded sample: image (H, W, 3) RGB, uint8 or float32 in [0, 1] (see
+    seglight.data.images), mask (H, W) uint8 class ids (None when the split has no labels, e.g.
+    prediction on new images), and a name for output files."""
 
     image: np.ndarray
     mask: np.ndarray | None
@@ -81,6 +83,8 @@ class FileDataset(SegmentationDataset):
         transform: the albumentations pipeline.
         palette: for colour-coded masks, the colour of each class (enables "RGB" masks).
         ignore_colour: for colour-coded masks, the colour of unlabelled pixels.
+        exif_orientation: apply photos' EXIF orientation (see seglight.data.images); false =
+            the stored pixels, for masks drawn on them.
     """
 
     def __init__(
@@ -90,8 +94,10 @@ class FileDataset(SegmentationDataset):
         transform: A.Compose,
         palette: list[list[int]] | None = None,
         ignore_colour: list[int] | None = None,
+        exif_orientation: bool = True,
     ) -> None:
         super().__init__(transform, label_map.ignore_index)
+        self.exif_orientation = exif_orientation
         self.pairs = list(pairs)
         self.label_map = label_map
         self.palette = palette
@@ -108,12 +114,12 @@ class FileDataset(SegmentationDataset):
 
     def load(self, index: int) -> Sample:
         image_path, mask_path = self.pairs[index]
-        image = read_image(image_path)
+        decoded = decode_image(image_path, self.exif_orientation)
         mask = None
         if mask_path is not None:
             mask = self.read_mask(mask_path)
-            check_same_size(image, mask, image_path, mask_path)
-        return Sample(image, mask, Path(image_path).stem)
+            check_same_size(decoded, mask, image_path, mask_path)
+        return Sample(decoded.pixels, mask, Path(image_path).stem)
 
 
 @contextmanager

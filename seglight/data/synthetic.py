@@ -179,18 +179,22 @@ class SyntheticDataModule(SegmentationDataModule):
     ) -> None:
         if image_size < 16:
             raise ConfigError(f"data.image_size: must be >= 16, got {image_size}")
+        sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
+        for split, n in sizes.items():
+            if n < 1:
+                raise ConfigError(f"data.{split}_size: must be >= 1 image, got {n}")
+        if not noise >= 0:  # also refuses nan
+            raise ConfigError(f"data.noise: must be >= 0 (a standard deviation), got {noise}")
+        if seed < 0 or border_ignore < 0:
+            key, value = ("seed", seed) if seed < 0 else ("border_ignore", border_ignore)
+            raise ConfigError(f"data.{key}: must be >= 0, got {value}")
         if not 0 <= min_objects <= max_objects:
             raise ConfigError(
                 f"data.min_objects: need 0 <= min_objects <= max_objects, "
                 f"got {min_objects} and {max_objects}"
             )
         self.image_size = image_size
-        self.sizes = {
-            "train": train_size,
-            "val": val_size,
-            "test": test_size,
-            "predict": predict_size,
-        }
+        self.sizes = sizes
         self.seed = seed
         self.options = dict(
             size=image_size,
