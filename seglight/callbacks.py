@@ -153,6 +153,8 @@ class MaskWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.native_ids = native_ids
         self.overlay = overlay
+        if not 0 <= overlay_alpha <= 1:
+            raise ConfigError(f"MaskWriter.overlay_alpha: must be in [0, 1], got {overlay_alpha}")
         self.overlay_alpha = overlay_alpha
 
     def _folder(self, trainer: L.Trainer) -> Path:

@@ -19,6 +19,7 @@ import lightning  # noqa: E402
 from jsonargparse import ActionConfigFile, Namespace  # noqa: E402
 from lightning.pytorch.callbacks import BasePredictionWriter  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+from lightning.pytorch.utilities.exceptions import MisconfigurationException  # noqa: E402
 
 from seglight.best_checkpoint import ModelCheckpoint  # noqa: E402
 from seglight.callbacks import MaskWriter, PredictionFailures  # noqa: E402
@@ -54,7 +55,16 @@ class SeglightArgumentParser(LightningArgumentParser):
         cfg = args[0] if args else kwargs.get("namespace", kwargs.get("cfg"))
         if isinstance(cfg, Namespace):
             default_logger_save_dirs(cfg)
+            _check_seed(self, cfg)
         super().validate(*args, **kwargs)
+
+
+def _check_seed(parser: "SeglightArgumentParser", cfg: Namespace) -> None:
+    """Lightning's seed_everything raises a numpy ValueError for a seed numpy cannot take."""
+    subcommand = cfg.get("subcommand")
+    seed = cfg.get(f"{subcommand}.seed_everything" if subcommand else "seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+        parser.error(f"seed_everything: must be in [0, {2**32 - 1}] or true/false, got {seed}")
 
 
 NOISE = re.compile(
@@ -250,6 +260,9 @@ def main(args: list[str] | None = None, run: bool = True) -> SeglightCLI | None:
     except NonFiniteLossError as e:  # training diverged: one line says where; status 1, not 2
         sys.stderr.write(f"seglight: error: {e}\n")
         sys.exit(1)
+    except MisconfigurationException as e:  # Lightning's word on a trainer setting: one line
+        sys.stderr.write(f"seglight: error: trainer: {' '.join(str(e).split())}\n")
+        sys.exit(2)
     except Exception as e:  # noqa: BLE001 - re-raised unless it is a ConfigError in disguise
         config_error = _find_config_error(e)
         if config_error is None:

@@ -131,8 +131,8 @@ def build_metadata(module: SegmentationModule, mean, std) -> dict[str, str]:
         "mean": json.dumps([float(m) for m in mean]),
         "std": json.dumps([float(s) for s in std]),
         "preprocessing": (
-            "RGB as displayed (EXIF orientation applied, unless the data config set exif_orientation:"
-            " false), channels first, scaled to [0, 1] by "
+            "RGB as displayed (EXIF orientation applied, unless the data config set "
+            "exif_orientation: false), channels first, scaled to [0, 1] by "
             "the file's pixel type (8-bit / 255, 16-bit / 65535, float as is), then "
             "(x - mean) / std per channel"
         ),
