@@ -25,7 +25,7 @@ GOOD = {  # input (relative path) -> (height, width), and where its mask must go
     "a/mid.png": ((36, 44), "a/mid.png"),
     "a/b/deep.jpg": ((32, 30), "a/b/deep.png"),
 }
-BAD = {"broken.jpg": "truncated", "notes.png": "cannot identify"}
+BAD = {"broken.jpg": "truncated", "notes.png": "not in a format that can be read"}
 # Sorted, the inputs are a/b/deep.jpg, a/mid.png, broken.jpg, notes.png, photo.jpg, photo.png:
 # with batches of 2, the second batch holds only the two bad files.
 

@@ -114,8 +114,9 @@ def decode_image(path: str | Path, exif_orientation: bool = True) -> DecodedImag
     except DataError:
         raise
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
-        raise DataError(f"{path}: not an image format that can be read (PNG, JPEG, TIFF, BMP, "
-                        f"WebP, ...): corrupt, or another kind of file?") from None  # fmt: skip
+        raise DataError(f"{path}: cannot decode image: not in a format that can be read (PNG, "
+                        f"JPEG, TIFF, BMP, WebP, ...); corrupt, or another kind of file?"
+                        ) from None  # fmt: skip
     except Image.DecompressionBombError as e:
         raise DataError(f"{path}: {e}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from None
     except (OSError, SyntaxError, ValueError, TypeError, KeyError, cv2.error) as e:
