@@ -103,9 +103,10 @@ def default_logger_save_dirs(cfg: Namespace) -> None:
     subcommand = cfg.get("subcommand")
     section = cfg.get(subcommand) if isinstance(subcommand, str) else cfg
     trainer = section.get("trainer") if isinstance(section, Namespace) else None
-    root = trainer.get("default_root_dir") if isinstance(trainer, Namespace) else None
-    if root is None:
-        return  # Lightning's default: the current folder, as save_dir "." already means
+    if not isinstance(trainer, Namespace):
+        return
+    # unset: Lightning's default, the current folder (a logger config given alone, for one)
+    root = trainer.get("default_root_dir") or "."
     loggers = trainer.get("logger")
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
