@@ -3,18 +3,30 @@
 Why by hand: smp and torchvision each build their own models, but neither gives one entry point for
 both, nor errors a config user can act on (smp raises KeyError with 70 names; an offline
 `encoder_weights: imagenet` retries the network for ~20 s and ends in a Hugging Face traceback).
+Any timm model is an encoder as `tu-<timm name>`. `InputCheck`, around the forward pass, turns
+inputs a network cannot take (wrong channel count, images below an architecture's smallest size, a
+training batch of one image) into one-line errors.
 """
 
 import inspect
+import math
 from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
+import timm
 import torch
+from segmentation_models_pytorch.encoders import TimmUniversalEncoder, TimmViTEncoder
 from torch import nn
 from torchvision.models import segmentation as tv_seg
 
 from seglight.errors import ConfigError, did_you_mean
+from seglight.inference import forward_padded
+
+TIMM_PREFIX = "tu-"
+# Encoders to suggest when one does not fit (all build offline, all small).
+HIERARCHICAL_EXAMPLES = "resnet18, tu-resnet18, tu-convnext_atto, tu-efficientnet_b0"
+DPT_EXAMPLES = "tu-vit_tiny_patch16_224, tu-vit_small_patch16_224, tu-deit_small_patch16_224"
 
 TORCHVISION_PREFIX = "torchvision."
 # The classic torchvision recipes: name -> builder. Backbone is part of the name.
@@ -60,10 +72,17 @@ def available_architectures() -> list[str]:
 
 
 def output_stride(model: nn.Module) -> int:
-    """The factor H and W must be multiples of: 32 for most smp encoders, 1 for torchvision."""
-    if hasattr(model, "encoder"):
-        return int(model.encoder.output_stride)
-    return int(getattr(model, "output_stride", 1))
+    """The factor H and W must be multiples of: 32 for most smp encoders, 1 for torchvision.
+
+    DPT also needs it: its decoder resamples the ViT's patch grid to 1/4 ... 1/2**(depth+1) of
+    the input and fuses them by factors of 2, so H and W must be multiples of both the patch
+    size and 2**(depth+1) (32 for a patch-16 ViT at the default depth 4, not 16)."""
+    if not hasattr(model, "encoder"):
+        return int(getattr(model, "output_stride", 1))
+    stride = int(model.encoder.output_stride)
+    if isinstance(model, smp.DPT):
+        stride = math.lcm(stride, 2 ** (len(model.encoder.output_strides) + 1))
+    return stride
 
 
 def build_model(
@@ -74,11 +93,38 @@ def build_model(
     num_classes: int,
     model_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Return a network mapping (B, in_channels, H, W) images to (B, num_classes, H, W) logits."""
+    """Return a network mapping (B, in_channels, H, W) images to (B, num_classes, H, W) logits.
+
+    A timm ViT-style encoder with a fixed input size (e.g. tu-vit_tiny_patch16_224) gets
+    `dynamic_img_size: true` unless model_kwargs set `img_size` or `dynamic_img_size`, so it takes
+    any H, W that are multiples of the output stride (its position embedding is interpolated)."""
     kwargs = dict(model_kwargs or {})
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model.{name}: must be a whole number >= 1, got {value!r}")
     if arch.startswith(TORCHVISION_PREFIX):
-        return _build_torchvision(arch, encoder_weights, in_channels, num_classes, kwargs)
-    return _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kwargs)
+        model = _build_torchvision(arch, encoder_weights, in_channels, num_classes, kwargs)
+        model.seglight_name = arch
+    else:
+        model = _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kwargs)
+        model.seglight_name = f"{arch} with encoder '{encoder_name}'"
+    model.seglight_in_channels = in_channels  # for InputCheck's one-line channel error
+    model.register_forward_hook(_check_logits_size)
+    return model
+
+
+def _check_logits_size(net: nn.Module, args: tuple, logits: torch.Tensor) -> None:
+    """Logits of another size than the (padded) input would be cropped into place wrongly, or
+    fail in the loss: e.g. smp's `upsampling` not matching `encoder_depth`. Costs a comparison."""
+    if _tracing() or not args or not isinstance(logits, torch.Tensor):
+        return
+    size, got = tuple(args[0].shape[-2:]), tuple(logits.shape[-2:])
+    if got != size:
+        raise ConfigError(
+            f"model.model_kwargs: {_name(net)} gives {got[0]}x{got[1]} logits for a "
+            f"{size[0]}x{size[1]} input; they must have its size: leave upsampling (and what "
+            f"sets the decoder's scale, e.g. encoder_depth) at values that fit each other"
+        )
 
 
 def _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kwargs) -> nn.Module:
@@ -88,56 +134,210 @@ def _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kw
             f"{did_you_mean(arch, available_architectures())}."
             f" Available: {', '.join(available_architectures())}"
         )
-    encoders = smp.encoders.get_encoder_names()
-    if encoder_name not in encoders:
-        raise ConfigError(
-            f"model.encoder_name: unknown encoder '{encoder_name}'"
-            f"{did_you_mean(encoder_name, encoders)}. See smp.encoders.get_encoder_names() for the "
-            f"{len(encoders)} smp encoders, or use any timm encoder as 'tu-<timm name>'"
-        )
-    _check_kwargs(smp.MODEL_ARCHITECTURES_MAPPING[arch.lower()], arch, kwargs)
+    arch = smp.MODEL_ARCHITECTURES_MAPPING[arch.lower()].__name__  # smp's spelling, for messages
+    timm_name = _check_encoder(arch, encoder_name)
+    cls = smp.MODEL_ARCHITECTURES_MAPPING[arch.lower()]
+    timm_kwargs = _check_kwargs(cls, arch, kwargs, timm_name)
+    if timm_name:
+        _default_dynamic_size(timm_name, kwargs)
     local = _local_weights(encoder_weights)
     hub_weights = None if local else encoder_weights
+    if timm_name and hub_weights not in (None, "imagenet"):
+        raise ConfigError(
+            f"model.encoder_weights: timm encoders take null, 'imagenet' (timm's default weights "
+            f"for '{timm_name}') or a local file, got '{hub_weights}'; other timm weights are "
+            f"named by a tag in encoder_name, e.g. tu-resnet18.a1_in1k"
+        )
+    if timm_name and hub_weights:
+        cfg = timm.get_pretrained_cfg(timm_name)
+        if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+            raise ConfigError(
+                f"model.encoder_weights: timm has no pretrained weights for '{timm_name}': set "
+                f"`encoder_weights: null`, or pick a model timm.list_pretrained() names"
+            )
     try:
         model = smp.create_model(
             arch,
             encoder_name=encoder_name,
-            encoder_weights=hub_weights,
+            # timm encoders take True/None (smp warns on a string): the tag in the name picks them
+            encoder_weights=True if timm_name and hub_weights else hub_weights,
             in_channels=in_channels,
             classes=num_classes,
             **kwargs,
         )
-    except TypeError as e:  # an unknown keyword in model_kwargs
-        raise ConfigError(f"model.model_kwargs: {arch} does not accept them: {e}") from None
-    except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"model: {arch} with encoder '{encoder_name}': {e}") from None
+    except TypeError as e:  # an unknown keyword in model_kwargs, or one the encoder lacks
+        message = _type_error_message(arch, encoder_name, timm_name, timm_kwargs, e)
+        raise ConfigError(message) from None
     except (OSError, RuntimeError) as e:  # network/cache failures from the weights download
         if hub_weights is None:
-            raise
+            if not timm_name:
+                raise
+            raise ConfigError(
+                f"model.encoder_name: timm cannot build '{timm_name}' as an encoder for {arch}: "
+                f"{_first_line(e)}. Encoders that fit: {HIERARCHICAL_EXAMPLES}"
+            ) from None
         raise ConfigError(
             f"model.encoder_weights: could not get '{hub_weights}' weights for encoder "
             f"'{encoder_name}' (no network, and not in the local cache): {type(e).__name__}. "
             f"To proceed, {OFFLINE_HINT}"
         ) from None
+    except (KeyError, ValueError, AssertionError) as e:
+        raise ConfigError(_value_error_message(arch, encoder_name, timm_name, e)) from None
+    if isinstance(model, smp.DPT):
+        _check_dpt_strides(model, encoder_name)
     if local:
         _load_encoder_state(model.encoder, local)
     return model
 
 
-def _check_kwargs(cls: type, arch: str, kwargs: dict[str, Any]) -> None:
+def _check_encoder(arch: str, encoder_name: str) -> str | None:
+    """The timm model name of a `tu-` encoder (None for smp's own encoders), once it is known
+    to exist; an unknown name or a DPT without a timm encoder is a one-line ConfigError."""
+    if encoder_name.startswith(TIMM_PREFIX):
+        timm_name = encoder_name[len(TIMM_PREFIX) :]
+        base, _, tag = timm_name.partition(".")
+        if not timm.is_model(base):
+            names = [TIMM_PREFIX + n for n in timm.list_models()]
+            raise ConfigError(
+                f"model.encoder_name: timm has no model '{base}'"
+                f"{did_you_mean(TIMM_PREFIX + base, names)}. List them with "
+                f"timm.list_models('<pattern>'), e.g. timm.list_models('convnext*')"
+            )
+        if tag:
+            try:
+                timm.get_pretrained_cfg(timm_name)
+            except RuntimeError:
+                tags = timm.list_pretrained(f"{base}.*")
+                raise ConfigError(
+                    f"model.encoder_name: timm has no weights '{tag}' for '{base}'"
+                    f"{did_you_mean(timm_name, tags)}. Its tags: {', '.join(tags) or 'none'}"
+                ) from None
+        return timm_name
+    if arch == "DPT":
+        raise ConfigError(
+            f"model.encoder_name: DPT takes a timm ViT-style encoder ('tu-<timm name>'), got "
+            f"'{encoder_name}'. Encoders that fit: {DPT_EXAMPLES}"
+        )
+    encoders = smp.encoders.get_encoder_names()
+    if encoder_name not in encoders:
+        close = did_you_mean(encoder_name, encoders)
+        if not close and timm.is_model(encoder_name.partition(".")[0]):
+            close = f" (did you mean '{TIMM_PREFIX}{encoder_name}'?)"  # a timm name without tu-
+        raise ConfigError(
+            f"model.encoder_name: unknown encoder '{encoder_name}'"
+            f"{close}. See smp.encoders.get_encoder_names() for the "
+            f"{len(encoders)} smp encoders, or use any timm encoder as 'tu-<timm name>'"
+        )
+    return None
+
+
+def _check_kwargs(cls: type, arch: str, kwargs: dict[str, Any], timm_name: str | None) -> list[str]:
     """smp architectures take **kwargs and ignore what they do not know: a misspelled
-    `decoder_chanels` would silently train the default decoder. Only named parameters pass."""
+    `decoder_chanels` would silently train the default decoder. Only named parameters pass,
+    except for timm encoders, which get the others (e.g. drop_path_rate): returns their keys."""
     params = inspect.signature(cls.__init__).parameters
     named = [n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD]
     owned = {"encoder_name", "encoder_weights", "in_channels", "classes"}
+    extra = []
     for key in kwargs:
         if key in owned:
             raise ConfigError(f"model.model_kwargs.{key}: set it as a model argument instead")
+        if key == "aux_params" and kwargs[key] is not None:
+            raise ConfigError(
+                "model.model_kwargs.aux_params: the auxiliary classification head is not "
+                "supported (the network must return the segmentation logits only); remove it"
+            )
+        if key == "activation" and kwargs[key] not in (None, "identity"):
+            raise ConfigError(
+                f"model.model_kwargs.activation: the losses and metrics take logits, so the "
+                f"network must not apply {kwargs[key]!r}; remove it"
+            )
         if key not in named:
+            if timm_name:  # smp passes it on to timm.create_model, which refuses unknown ones
+                extra.append(key)
+                continue
             raise ConfigError(
                 f"model.model_kwargs: {arch} has no argument '{key}'"
                 f"{did_you_mean(key, named)}; it takes {', '.join(sorted(set(named) - owned))}"
             )
+    return extra
+
+
+def _default_dynamic_size(timm_name: str, kwargs: dict[str, Any]) -> None:
+    """ViT-style timm models take one image size (224 for most); with dynamic_img_size they take
+    any multiple of the patch size. Set it when the user chose neither, and the model has it."""
+    if "img_size" in kwargs or "dynamic_img_size" in kwargs:
+        return
+    cfg = timm.get_pretrained_cfg(timm_name)
+    if cfg is None or not getattr(cfg, "fixed_input_size", False):
+        return
+    try:
+        with torch.device("meta"):  # no memory, no weights: only whether it takes the argument
+            timm.create_model(timm_name, dynamic_img_size=True)
+    except Exception:  # noqa: BLE001 - any failure: leave the model as the user asked for it
+        return
+    kwargs["dynamic_img_size"] = True
+
+
+def _type_error_message(
+    arch: str, encoder_name: str, timm_name: str | None, timm_kwargs: list[str], e: TypeError
+) -> str:
+    text = str(e)
+    if timm_name and "'output_stride'" in text:  # DeepLabV3/V3Plus/PAN dilate their encoder
+        pan = " or model_kwargs.encoder_output_stride: 32 (no dilation)" if arch == "PAN" else ""
+        return (
+            f"model.encoder_name: {arch} dilates its encoder (output stride 8 or 16), which "
+            f"timm's '{timm_name}' does not support: use an encoder that does (e.g. "
+            f"{HIERARCHICAL_EXAMPLES}){pan}, or an architecture without dilation (Unet, FPN, "
+            f"UPerNet, Segformer)"
+        )
+    if timm_kwargs and any(f"'{k}'" in text for k in timm_kwargs):
+        return (
+            f"model.model_kwargs: {', '.join(timm_kwargs)} is neither an argument of {arch} nor "
+            f"one timm's '{timm_name}' takes ({_first_line(e)})"
+        )
+    return f"model.model_kwargs: {arch} with encoder '{encoder_name}' does not accept them: {e}"
+
+
+def _value_error_message(arch: str, encoder_name: str, timm_name: str | None, e: Exception) -> str:
+    text = _first_line(e)
+    if timm_name and "downsampling pattern" in text:  # smp's TimmUniversalEncoder
+        strides = _timm_reductions(timm_name)
+        fits = f"ViTs fit DPT ({DPT_EXAMPLES}); " if arch != "DPT" else ""
+        return (
+            f"model.encoder_name: timm's '{timm_name}' gives features at strides {strides}, but "
+            f"{arch} needs a multi-scale encoder (strides 2, 4, 8, 16, 32 or 4, 8, 16, 32): "
+            f"{fits}encoders that fit {arch}: {HIERARCHICAL_EXAMPLES}"
+        )
+    return f"model: {arch} with encoder '{encoder_name}': {text}"
+
+
+def _timm_reductions(timm_name: str) -> list[int] | str:
+    try:
+        with torch.device("meta"):
+            return timm.create_model(timm_name, features_only=True).feature_info.reduction()
+    except Exception:  # noqa: BLE001 - only for a message
+        return "that are not a 2x pyramid"
+
+
+def _check_dpt_strides(model: nn.Module, encoder_name: str) -> None:
+    """DPT resamples each feature map by stride / 2**(i+2) with integer conv kernels: a factor
+    that is not a power of 2 (a patch-14 ViT: 3.5) builds but fails in every forward."""
+    strides = model.encoder.output_strides
+    for i, stride in enumerate(strides):
+        factor = stride / 2 ** (i + 2)
+        if math.log2(factor) != round(math.log2(factor)):
+            raise ConfigError(
+                f"model.encoder_name: DPT needs an encoder whose features have power-of-2 "
+                f"strides (a ViT with patch size 8 or 16); '{encoder_name}' has {strides}. "
+                f"Encoders that fit: {DPT_EXAMPLES}"
+            )
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line of at most `limit` characters."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _build_torchvision(arch, encoder_weights, in_channels, num_classes, kwargs) -> nn.Module:
@@ -203,6 +403,14 @@ def _load_encoder_state(encoder: nn.Module, path: Path) -> None:
         raise ConfigError(f"model.encoder_weights: cannot read {path}: {e}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"model.encoder_weights: {path} holds a {type(state).__name__}, not a state dict"
+        )
+    # A timm encoder wraps the timm model as `.model`; timm's own files name its tensors bare.
+    timm_encoder = isinstance(encoder, TimmUniversalEncoder | TimmViTEncoder)
+    if timm_encoder and not any(k.startswith("model.") for k in state):
+        encoder = encoder.model
     # Classification checkpoints carry a head the encoder does not have (e.g. fc.weight).
     own = encoder.state_dict()
     missing = [k for k in own if k not in state]
@@ -211,4 +419,183 @@ def _load_encoder_state(encoder: nn.Module, path: Path) -> None:
             f"model.encoder_weights: {path} does not match the encoder: {len(missing)} of its "
             f"tensors are missing, e.g. {missing[:3]}"
         )
+    for key, value in own.items():
+        theirs = tuple(getattr(state[key], "shape", ()))
+        if theirs != tuple(value.shape):
+            raise ConfigError(
+                f"model.encoder_weights: {path} does not match the encoder: '{key}' has shape "
+                f"{list(theirs)} in the file, {list(value.shape)} in the model (the file is for "
+                f"another encoder, or another model.in_channels)"
+            )
     encoder.load_state_dict({k: state[k] for k in own})
+
+
+# --- inputs a network cannot take: one line instead of a traceback from deep inside it ---------
+
+
+class InputCheck:
+    """Around a network's forward pass: inputs the network cannot take become a ConfigError
+    saying how to fix them: a channel count other than model.in_channels, images smaller than
+    the architecture's smallest input, a training batch of one image where a BatchNorm layer
+    sees one value per channel.
+
+        with InputCheck(self.net, images, self.stride):
+            return forward_padded(self.net, images, self.stride)
+
+    Per call it costs one integer comparison; the diagnosis (a few small forward passes to find
+    the smallest size that works) runs only after the network has failed. Nothing is checked
+    while tracing or compiling (export): the graph holds the network only."""
+
+    def __init__(self, net: nn.Module, images: torch.Tensor, stride: int) -> None:
+        self.net, self.images, self.stride = net, images, stride
+
+    def __enter__(self) -> None:
+        if _tracing():
+            return
+        images, expected = self.images, getattr(self.net, "seglight_in_channels", None)
+        if images.ndim != 4 or (expected is not None and images.shape[1] != expected):
+            raise ConfigError(_channels_message(images, expected))
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> bool:
+        if error is None or _tracing() or isinstance(error, torch.OutOfMemoryError):
+            return False
+        if not isinstance(error, RuntimeError | ValueError | AssertionError | IndexError):
+            return False
+        try:
+            problem = _diagnose(self.net, self.images, self.stride)
+        except ConfigError as e:  # a probe that ran had logits of the wrong size: that is it
+            problem = str(e)
+        if problem is None:  # not an input the network cannot take: the original error stands
+            return False
+        raise ConfigError(problem) from None
+
+
+def forward_checked(net: nn.Module, images: torch.Tensor, stride: int) -> torch.Tensor:
+    """forward_padded (logits (B, K, H, W) for images (B, C, H, W) of any H, W) under
+    InputCheck."""
+    with InputCheck(net, images, stride):
+        return forward_padded(net, images, stride)
+
+
+def min_input_size(
+    net: nn.Module,
+    stride: int,
+    in_channels: int,
+    batch_size: int = 1,
+    train: bool = False,
+    start: int = 0,
+    limit: int = 1024,
+    like: torch.Tensor | None = None,
+) -> int | None:
+    """The smallest square side (a multiple of `stride`, at least `start`, at most `limit`) at
+    which `net` runs a (batch_size, in_channels, side, side) input (on the device and in the dtype
+    of `like`, else of the network's parameters), in train or eval mode; None if none does. A few
+    forward passes without gradients, doubling then bisecting; the network's state is restored."""
+    top = limit - limit % stride  # the largest multiple of stride within the limit
+    side = max(stride, -(-start // stride) * stride)
+    if side > top:
+        return None
+    known_bad = None
+    while not _runs(net, (batch_size, in_channels, side, side), train, like):
+        if side >= top:
+            return None
+        known_bad, side = side, min(side * 2, top)
+    if known_bad is None:
+        return side
+    low, high = known_bad // stride, side // stride  # fails at low*stride, runs at high*stride
+    while high - low > 1:
+        mid = (low + high) // 2
+        if _runs(net, (batch_size, in_channels, mid * stride, mid * stride), train, like):
+            high = mid
+        else:
+            low = mid
+    return high * stride
+
+
+def _diagnose(net: nn.Module, images: torch.Tensor, stride: int) -> str | None:
+    """Why `net` failed on `images`, as one line saying how to fix it; None if it is not the
+    input's size or batch (then the original error is the one to show)."""
+    b, c, h, w = images.shape
+    ph, pw = -(-h // stride) * stride, -(-w // stride) * stride  # as forward_padded pads
+    got = f"got {h}x{w}" + (f" (padded to {ph}x{pw})" if (ph, pw) != (h, w) else "")
+    name = _name(net)
+    if not _runs(net, (1, c, ph, pw), False, images):  # fails even for one image in eval mode
+        side = min_input_size(net, stride, c, start=min(ph, pw) + 1, like=images)
+        if side is None:  # nothing larger runs: a network of one fixed, smaller size?
+            side = min_input_size(net, stride, c, limit=min(ph, pw) - 1, like=images)
+        if side is None:
+            return None
+        if not _runs(net, (1, c, side + stride, side + stride), False, images):
+            return (
+                f"model.arch: {name} takes images of exactly {side}x{side} pixels, {got}: crop or "
+                f"resize to it, or (timm ViTs) set model_kwargs.img_size or dynamic_img_size: true"
+            )
+        return (
+            f"model.arch: {name} needs images of at least {side}x{side} pixels, {got}: use "
+            f"larger images or crops (the data module's image/crop size, eval_protocol.window, "
+            f"eval_protocol.scales) or an architecture that takes smaller inputs (e.g. Unet, FPN)"
+        )
+    if not net.training or b > 1 or _has_sync_batchnorm(net):
+        return None  # one image runs in eval mode, and this was not a training batch of one
+    if _runs(net, (1, c, ph, pw), True, images) or not _runs(net, (2, c, ph, pw), True, images):
+        return None
+    # Some never train on one image (a BatchNorm after global pooling): look only up to 2x.
+    top = 2 * max(ph, pw)
+    side = min_input_size(net, stride, c, train=True, start=min(ph, pw) + 1, limit=top, like=images)
+    larger = f", or train on images of at least {side}x{side}" if side else ""
+    return (
+        f"data.batch_size: {name} cannot train on a batch of one {h}x{w} image (a BatchNorm "
+        f"layer would see one value per channel): use a batch size of 2 or more{larger}"
+    )
+
+
+def _runs(
+    net: nn.Module, shape: tuple[int, ...], train: bool, like: torch.Tensor | None = None
+) -> bool:
+    """Whether `net` runs on a random input of `shape` in train/eval mode. Without gradients;
+    mode and buffers (BatchNorm statistics) are restored."""
+    param = next(net.parameters(), None)
+    ref = like if like is not None else param
+    device = ref.device if ref is not None else torch.device("cpu")
+    floating = ref is not None and ref.is_floating_point()
+    dtype = ref.dtype if floating else torch.float32
+    was_training = net.training
+    buffers = [b.detach().clone() for b in net.buffers()] if train else []
+    try:
+        net.train(train)
+        with torch.no_grad():
+            net(torch.randn(shape, device=device, dtype=dtype))
+        return True
+    except (torch.OutOfMemoryError, ConfigError):  # ConfigError: it ran, with wrong logits
+        raise
+    except Exception:  # noqa: BLE001 - any failure means: not at this size
+        return False
+    finally:
+        net.train(was_training)
+        with torch.no_grad():
+            for buffer, saved in zip(net.buffers(), buffers, strict=False):
+                buffer.copy_(saved)
+
+
+def _channels_message(images: torch.Tensor, expected: int | None) -> str:
+    if images.ndim != 4:
+        return f"model: expected images of shape (B, C, H, W), got {tuple(images.shape)}"
+    c = images.shape[1]
+    return (
+        f"model.in_channels: the images have {c} channel{'s' * (c != 1)} but the model takes "
+        f"{expected}: set --model.in_channels={c} (or give the data module images with "
+        f"{expected} channels)"
+    )
+
+
+def _has_sync_batchnorm(net: nn.Module) -> bool:
+    # In train mode it all-reduces over the processes: a probe on one process would hang.
+    return any(isinstance(m, nn.SyncBatchNorm) for m in net.modules())
+
+
+def _name(net: nn.Module) -> str:
+    return getattr(net, "seglight_name", type(net).__name__)
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()

@@ -141,8 +141,12 @@ class SegmentationModule(L.LightningModule):
     # --- hooks a subclass overrides ---------------------------------------------------------
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes, H, W) for images (B, in_channels, H, W) of any H, W."""
-        return forward_padded(self.net, images, self.stride)
+        """Logits (B, num_classes, H, W) for images (B, in_channels, H, W) of any H, W; images
+        the network cannot take (channels, too small) raise a one-line ConfigError."""
+        from seglight.models import InputCheck
+
+        with InputCheck(self.net, images, self.stride):
+            return forward_padded(self.net, images, self.stride)
 
     def compute_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"loss": total, <term>: unweighted term...} for logits (B, K, H, W), masks (B, H, W)."""

@@ -140,3 +140,108 @@ def test_other_input_channels():
         in_channels=4, num_classes=2, model_kwargs={"decoder_channels": [8] * 5}
     )
     assert module(torch.randn(2, 4, 32, 32)).shape == (2, 2, 32, 32)
+
+
+# --- timm encoders as "tu-<timm name>" --------------------------------------------------------
+
+# Three families (a ResNet, a MobileNet, a ConvNeXt) and DPT's ViT, each with a small decoder;
+# (45, 61) is a multiple of no stride.
+TIMM = [
+    ("Unet", "tu-resnet18", {"decoder_channels": [16, 8, 8, 8, 8]}),
+    ("FPN", "tu-mobilenetv3_small_050", {"decoder_pyramid_channels": 16}),
+    ("UPerNet", "tu-convnext_atto", {"decoder_channels": 16}),
+    (
+        "DPT",
+        "tu-vit_tiny_patch16_224",
+        {"decoder_fusion_channels": 16, "decoder_intermediate_channels": [16] * 4},
+    ),
+]
+
+
+@pytest.mark.parametrize(("arch", "encoder", "kwargs"), TIMM, ids=[t[1] for t in TIMM])
+def test_timm_encoders(arch, encoder, kwargs):
+    torch.manual_seed(0)
+    module = SegmentationModule(arch=arch, encoder_name=encoder, num_classes=3, model_kwargs=kwargs)
+    images, masks = torch.randn(2, 3, 45, 61), torch.randint(0, 3, (2, 45, 61))
+    out = module.shared_step({"image": images, "mask": masks}, "train")
+    assert out["logits"].shape == (2, 3, 45, 61)
+    out["loss"].backward()
+    assert next(module.net.encoder.parameters()).grad is not None
+    module.eval()
+    with torch.no_grad():
+        assert module(torch.randn(1, 3, 33, 47)).shape == (1, 3, 33, 47)
+
+
+def test_dpt_pads_to_what_its_decoder_needs():
+    # A patch-16 ViT gives a 1/16 grid, but DPT's decoder also halves it once (1/32) and fuses by
+    # factors of 2: 80 px = 5 patches would fail; so the stride is 32, 16 with 3 stages.
+    kwargs = {"decoder_fusion_channels": 16, "decoder_intermediate_channels": [16] * 4}
+    module = SegmentationModule(
+        arch="DPT", encoder_name="tu-vit_tiny_patch16_224", model_kwargs=kwargs
+    )
+    assert module.stride == 32
+    # The ViT's fixed 224x224 input became dynamic: any multiple of the stride runs.
+    assert module.net.encoder.model.dynamic_img_size
+    assert module.eval()(torch.randn(1, 3, 70, 80)).shape == (1, 2, 70, 80)
+    kwargs = {"encoder_depth": 3, "decoder_intermediate_channels": [16] * 3}
+    shallow = build_model("DPT", "tu-vit_tiny_patch16_224", None, 3, 2, kwargs)
+    assert output_stride(shallow) == 16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"encoder_name": "tu-resnt18"},
+            "timm has no model 'resnt18' \\(did you mean 'tu-resnet18'",
+        ),
+        ({"encoder_name": "convnext_atto"}, "did you mean 'tu-convnext_atto'"),
+        ({"encoder_name": "tu-resnet18.bogus"}, "no weights 'bogus' for 'resnet18'.*a1_in1k"),
+        ({"arch": "DPT"}, "DPT takes a timm ViT-style encoder.*tu-vit_tiny_patch16_224"),
+        (
+            {"encoder_name": "tu-vit_tiny_patch16_224"},
+            "strides \\[16, 16, 16\\].*multi-scale encoder.*ViTs fit DPT",
+        ),
+        (
+            {"arch": "DeepLabV3", "encoder_name": "tu-fastvit_t8"},
+            "encoder_name: DeepLabV3 dilates its encoder.*'fastvit_t8' does not support",
+        ),
+        (
+            {"encoder_name": "tu-resnet18", "model_kwargs": {"decoder_chanels": [8]}},
+            "decoder_chanels is neither an argument of Unet nor one timm's 'resnet18' takes",
+        ),
+        ({"encoder_name": "tu-resnet18", "encoder_weights": "ssl"}, "tag in encoder_name"),
+        ({"in_channels": 0}, "model.in_channels: must be a whole number >= 1"),
+    ],
+)
+def test_bad_timm_config_is_a_clear_error(kwargs, match):
+    test_bad_model_config_is_a_clear_error(kwargs, match)
+
+
+def test_timm_kwargs_reach_timm():
+    model = build_model("Unet", "tu-resnet18", None, 3, 2, {"drop_path_rate": 0.1})
+    assert model.encoder.model.layer4[1].drop_path.drop_prob > 0  # timm's linear schedule
+
+
+def test_timm_pretrained_offline_says_how_to_proceed(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="encoder_weights: null.*local"):
+        build_model("Unet", "tu-resnet18.a3_in1k", "imagenet", 3, 2)
+
+
+def test_timm_encoder_weights_from_a_local_file(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.pth"
+    source = timm.create_model("resnet18")  # timm's own key names, classifier head included
+    torch.save(source.state_dict(), path)
+    loaded = build_model("Unet", "tu-resnet18", str(path), 3, 2)
+    torch.testing.assert_close(loaded.encoder.model.conv1.weight, source.conv1.weight)
+    with pytest.raises(
+        ConfigError, match="'conv1.weight' has shape \\[64, 3, 7, 7\\].*in_channels"
+    ):
+        build_model("Unet", "tu-resnet18", str(path), 4, 2)
