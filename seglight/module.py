@@ -21,10 +21,10 @@ from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from seglight.callbacks import ClassReport
 from seglight.checkpointing import check_seglight_checkpoint, read_checkpoint
 from seglight.errors import ConfigError, NonFiniteLossError
-from seglight.inference import EvalProtocol, forward_padded, predict_logits, split_images
+from seglight.inference import EvalProtocol, predict_logits, split_images
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
-from seglight.models import build_model, output_stride
+from seglight.models import build_model, forward_checked, output_stride
 from seglight.preemption import PreemptionCheckpoint
 from seglight.resume import RngState
 from seglight.schedulers import _TrainerLengthLR
@@ -136,17 +136,14 @@ class SegmentationModule(L.LightningModule):
         self.last_metrics: dict[str, dict[str, torch.Tensor]] = {}
         # Running loss sums of the current validation/test epoch (see _evaluate).
         self._eval_loss_sums: dict[str, dict[str, torch.Tensor]] = {}
-        self._eval_loss_counts: dict[str, int] = {}
+        self._eval_loss_counts: dict[str, torch.Tensor | float] = {}
 
     # --- hooks a subclass overrides ---------------------------------------------------------
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes, H, W) for images (B, in_channels, H, W) of any H, W; images
         the network cannot take (channels, too small) raise a one-line ConfigError."""
-        from seglight.models import InputCheck
-
-        with InputCheck(self.net, images, self.stride):
-            return forward_padded(self.net, images, self.stride)
+        return forward_checked(self.net, images, self.stride)
 
     def compute_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"loss": total, <term>: unweighted term...} for logits (B, K, H, W), masks (B, H, W)."""
