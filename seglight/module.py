@@ -22,9 +22,10 @@ from seglight.callbacks import ClassReport
 from seglight.checkpointing import check_seglight_checkpoint, read_checkpoint
 from seglight.errors import ConfigError, NonFiniteLossError
 from seglight.inference import EvalProtocol, predict_logits, split_images
+from seglight.input_check import forward_checked
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
-from seglight.models import build_model, forward_checked, output_stride
+from seglight.models import build_model, output_stride
 from seglight.preemption import PreemptionCheckpoint
 from seglight.resume import RngState
 from seglight.schedulers import _TrainerLengthLR

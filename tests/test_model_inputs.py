@@ -10,14 +10,8 @@ import torch
 from torch import nn
 
 from seglight.errors import ConfigError
-from seglight.models import (
-    InputCheck,
-    build_model,
-    forward_checked,
-    min_input_size,
-    output_stride,
-    smp_architectures,
-)
+from seglight.input_check import InputCheck, forward_checked, min_input_size
+from seglight.models import build_model, output_stride, smp_architectures
 from seglight.module import SegmentationModule
 
 # Each architecture's own decoder, made small. Encoders: a tiny timm MobileNetV3 for the fast
