@@ -55,3 +55,12 @@ def run_on_cpus(tmp_path, devices: int, args: list[str], folder: str | None = No
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     return cwd
+
+
+def one_error_line(capsys) -> str:
+    """The single `error:` line the CLI printed to stderr; fails on a traceback or several."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]

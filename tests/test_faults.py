@@ -18,7 +18,7 @@ from PIL import Image
 from seglight.cli import main
 from seglight.module import SegmentationModule
 
-from conftest import QUICKSTART
+from conftest import QUICKSTART, one_error_line
 from test_folder import make_folder
 
 NAMES = ["background", "road", "person"]
@@ -45,14 +45,6 @@ def folder(in_tmp) -> Path:
     (root / "train.txt").write_text("scene_00\nscene_01\nscene_02\n")
     (root / "val.txt").write_text("scene_03\n")
     return root
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:

@@ -12,7 +12,7 @@ from seglight.cli import main
 from seglight.data.folder import FolderDataModule
 from seglight.errors import ConfigError, DataError
 
-from conftest import QUICKSTART
+from conftest import QUICKSTART, one_error_line
 
 BINARY = ["background", "foreground"]
 # The quickstart config (its callbacks, logging, optimizer) on a binary folder of 32 px images.
@@ -61,14 +61,6 @@ def module(root, **kwargs) -> FolderDataModule:
 def masks_of(dm, split="train") -> dict[str, np.ndarray]:
     ds = dm.build_dataset(split, dm.pipelines["eval"])
     return {s.name: s.mask for s in (ds.load(i) for i in range(len(ds)))}
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # --- 0/255 masks: found by audit and fit; learned with mask_map ---------------------------------
