@@ -20,8 +20,16 @@ from pathlib import Path
 from seglight.errors import ConfigError
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints its whole usage before an error; seglight's errors are one line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"seglight: error: seeds: {message} (`seglight seeds --help`)\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="seglight seeds",
         description="Run fit + test once per seed and report mean ± std of the test metrics. "
         "Every other flag (--config, --model.*, --data.*, --trainer.*) goes to `fit`.",

@@ -118,3 +118,24 @@ def test_the_fuzz_would_catch_a_traceback(in_tmp, monkeypatch):
     with pytest.raises(IndexError):
         one_line_or_success(lambda: instantiate_and_step([]))
     assert sys.argv == ["seglight"]  # in_tmp keeps pytest's argv from the CLI
+
+
+# The other subcommands, with wrong arguments: (arguments, what the line must say).
+SUBCOMMAND_CASES = [
+    (["audit", "--config", "/nonexistent.yaml"], "does not exist"),
+    (["audit", "--config", QUICKSTART, "--split", "nope"], "invalid choice"),
+    (["audit", "--config", QUICKSTART, "--max_images", "-3"], "max_images: must be >= 1"),
+    (["export", "--ckpt_path", "missing.ckpt"], "missing.ckpt does not exist"),
+    (["export", "--ckpt_path", QUICKSTART], "is not a checkpoint"),
+    (["export"], "ckpt_path"),
+    (["seeds", "--seeds", "a", "--config", QUICKSTART], "seeds: argument --seeds"),
+    (["seeds", "--seeds", "1", "1", "--config", QUICKSTART], "each seed once"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, says", SUBCOMMAND_CASES, ids=lambda a: " ".join(a[:2]) if isinstance(a, list) else ""
+)
+def test_subcommand_arguments_are_one_line(args, says, in_tmp):
+    line = one_line_or_success(lambda: main(args))
+    assert says in line, line
