@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint bench clean
+.PHONY: help install demo test test-all lint bench docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,5 +46,8 @@ lint: $(STAMP)  ## ruff check + format check
 bench: $(STAMP)  ## benchmarks/overhead.py: Lightning vs plain PyTorch step time
 	$(PY) benchmarks/overhead.py
 
-clean:  ## remove the venv and run outputs
-	rm -rf $(VENV) outputs lightning_logs .pytest_cache
+docs: $(STAMP)  ## build the manual (docs/, mkdocs.yml) into site/; --strict: a broken link fails
+	$(PY) -m mkdocs build --strict
+
+clean:  ## remove the venv, run outputs and the built docs
+	rm -rf $(VENV) outputs lightning_logs .pytest_cache site
