@@ -90,7 +90,7 @@ def main() -> None:
     try:
         import onnxruntime as ort
 
-        from seglight.export import ExportWrapper, build_metadata, export_onnx
+        from seglight.cli.export import ExportWrapper, build_metadata, export_onnx
     except ImportError as e:
         print(f"\nonnxruntime: skipped ({e}); install the `export` extra")
         return

@@ -1,4 +1,4 @@
-"""`python -m seglight fit --config configs/quickstart.yaml` — see seglight/cli.py."""
+"""`python -m seglight fit --config configs/quickstart.yaml` — see seglight/cli/."""
 
 from seglight.cli import main
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seglight.audit import audit_dataset, format_report, median_frequency_weights, run_audit
 from seglight.cli import main
+from seglight.cli.audit import audit_dataset, format_report, median_frequency_weights, run_audit
 from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
 
 from audit_example import TinyFolders

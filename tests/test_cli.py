@@ -49,6 +49,30 @@ def test_help_lists_the_subcommands(in_tmp, capsys):
         assert sub in out
 
 
+def test_one_table_of_subcommands(in_tmp, capsys):
+    """Lightning's subcommands are the table's without a target; every other one is a function
+    that answers --help; the top-level --help shows each with its line."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from seglight.cli import SUBCOMMANDS
+
+    assert {n for n, s in SUBCOMMANDS.items() if s.target is None} == set(
+        LightningCLI.subcommands()
+    )
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name, sub in SUBCOMMANDS.items():
+        assert any(
+            line.split()[:1] == [name] and sub.help[:30] in line for line in out.splitlines()
+        )
+        if sub.target is not None:
+            with pytest.raises(SystemExit) as exit_:
+                main([name, "--help"])
+            assert exit_.value.code == 0
+            assert f"seglight {name}" in capsys.readouterr().out
+
+
 def test_quickstart_fast_dev_run_through_python_m(in_tmp):
     out = python_m(
         "fit",

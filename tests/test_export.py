@@ -157,7 +157,7 @@ def test_architecture_without_dynamic_shapes_is_a_clear_error(tmp_path, capsys):
 
 def test_size_baked_into_the_graph_is_caught(unet_ckpt, tmp_path, capsys, monkeypatch):
     # Simulated: an exported model that only reproduces PyTorch at the traced size.
-    import seglight.export as export_module
+    import seglight.cli.export as export_module
 
     def fixed_size_runner(output):
         def run(x):

@@ -1,0 +1,154 @@
+"""LightningCLI with seglight's defaults and argument links: `fit`, `validate`, `test`, `predict`.
+
+python -m seglight fit --config configs/quickstart.yaml
+python -m seglight test --config configs/quickstart.yaml --ckpt_path <file>.ckpt
+python -m seglight fit --config configs/quickstart.yaml --model.optimizer.lr=3e-4  # W&B style
+"""
+
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning
+from jsonargparse import ActionConfigFile, DefaultHelpFormatter
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from seglight.best_checkpoint import ModelCheckpoint
+from seglight.callbacks import MaskWriter, PredictionFailures
+from seglight.checkpointing import read_checkpoint, resolve_ckpt_path, use_atomic_checkpoint_io
+from seglight.cli.parser import DEFAULT_DATA, DEFAULT_MODEL, SeglightArgumentParser
+from seglight.data.base import SegmentationDataModule
+from seglight.loggers import SaveConfig
+from seglight.module import SegmentationModule
+
+
+class SeglightCLI(LightningCLI):
+    """LightningCLI with the model and dataset linked, and the built-in data as the default.
+
+    Where a run's outputs go: under <root> = trainer.default_root_dir (configs: outputs/<name>),
+    so --trainer.default_root_dir=X moves them all; a path given for one output wins.
+
+        output                              default                      option that moves it
+        best.ckpt, last.ckpt                <root>/checkpoints           ModelCheckpoint dirpath
+        CSV / TensorBoard logs              <root>/<name>/version_<N>    logger save_dir, name
+        W&B run                             <root>/wandb/<run>           logger save_dir
+        config.yaml, images/, test_report.* the logger's run folder (trainer.log_dir, as above)
+        predicted masks                     <root>/predictions           MaskWriter output_dir
+        seeds_summary.json                  <root>                       seglight seeds --summary
+
+    fast_dev_run writes no checkpoint (seglight.best_checkpoint, seglight.preemption).
+    """
+
+    description = "seglight: semantic segmentation on PyTorch Lightning."  # top-level --help
+
+    def __init__(self, *args, description: str | None = None, **kwargs) -> None:
+        if description is not None:
+            self.description = description
+        super().__init__(*args, **kwargs)
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        # As LightningCLI.init_parser, with the parser class that condenses errors.
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
+        kwargs.setdefault("prog", "seglight")  # not "__main__.py" under `python -m seglight`
+        if kwargs.get("description") in (None, "Lightning Trainer command line tool"):
+            kwargs["description"] = self.description  # the table's, from seglight.cli
+        kwargs.setdefault("formatter_class", _LinesHelpFormatter)
+        parser = SeglightArgumentParser(**kwargs)
+        parser.add_argument(
+            "-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML)."
+        )
+        return parser
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The data module knows its classes; the model is told, so a config states them once.
+        for key in ("num_classes", "ignore_index", "class_names"):
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        parser.set_defaults(
+            {"model": {"class_path": DEFAULT_MODEL}, "data": {"class_path": DEFAULT_DATA}}
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads --ckpt_path's hyper-parameters into the config before anything is
+        built; a bad file must be refused here, with one line naming it, not a pickle traceback.
+        (`last`/`best`/`hpc` are not files: they are resolved in instantiate_trainer.)"""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).exists():
+            read_checkpoint(path)
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs) -> lightning.Trainer:
+        """LightningCLI's trainer, with atomic checkpoint saves (unless the config names a
+        CheckpointIO), checkpoint folders fixed (dirpath null: <default_root_dir>/checkpoints)
+        and --ckpt_path checked and resolved before anything runs; checkpoints are loaded with
+        weights_only=True unless --weights_only=false (seglight.checkpointing)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        for callback in trainer.checkpoint_callbacks:  # dirpath null: fixed now, under the root
+            if isinstance(callback, ModelCheckpoint):
+                callback.resolve_dirpath(trainer)
+        trainer_config = self._get(self.config_init, "trainer", default={}) or {}
+        use_atomic_checkpoint_io(trainer, trainer_config.get("plugins"))
+        section = self.config_init.get(self.subcommand) if self.subcommand else None
+        if section is not None and "ckpt_path" in section:
+            path = section["ckpt_path"]
+            section["ckpt_path"] = resolve_ckpt_path(self.subcommand, path, trainer, self.model)
+            if section.get("weights_only") is None:
+                section["weights_only"] = True
+        return trainer
+
+    def predict(self, **kwargs) -> list | None:
+        """`predict` streams: each batch's masks go to the prediction writers and are not kept
+        in memory (memory would grow with the number of images) unless --return_predictions=true.
+        Without a writer in the config, a MaskWriter writes to <log dir>/predictions.
+        Images that cannot be read are skipped: the run predicts the others, lists the skipped
+        files (PredictionFailures) and exits with status 1."""
+        if kwargs.get("return_predictions") is None:
+            kwargs["return_predictions"] = False
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(MaskWriter())
+        failures = next(
+            (c for c in self.trainer.callbacks if isinstance(c, PredictionFailures)), None
+        )
+        if failures is None:
+            failures = PredictionFailures()
+            self.trainer.callbacks.append(failures)
+        predictions = self.trainer.predict(**kwargs)
+        if failures.failures:  # listed by the callback, on rank 0, after the run
+            sys.exit(1)
+        return predictions
+
+
+class _LinesHelpFormatter(DefaultHelpFormatter):
+    """Wraps each line of a description on its own, keeping its indent: the table of
+    subcommands keeps one a line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            lead = indent + " " * (len(line) - len(line.lstrip()))
+            lines.append(
+                textwrap.fill(
+                    line.strip(), width, initial_indent=lead, subsequent_indent=lead + "    "
+                )
+            )
+        return "\n".join(lines)
+
+
+def build_cli(
+    args: list[str] | None = None, run: bool = True, description: str | None = None
+) -> SeglightCLI:
+    """The SeglightCLI of `seglight fit|validate|test|predict ...` (`run=False`: parsed and
+    built, not run, for callers that drive the trainer themselves, as `seglight seeds`)."""
+    return SeglightCLI(
+        SegmentationModule,
+        SegmentationDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,  # the module's optimizer/lr_scheduler arguments do it
+        save_config_callback=SaveConfig,  # config.yaml, and the same config into W&B
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+        description=description,
+    )
