@@ -27,11 +27,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins import CheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
+from seglight.compat import _is_local_file_protocol
 from seglight.errors import ConfigError
 
 # Partial files: hidden, not ending in ".ckpt" (ModelCheckpoint's `last*.ckpt` lookup ignores

@@ -16,10 +16,10 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 
 from seglight.callbacks import ClassReport
 from seglight.checkpointing import check_seglight_checkpoint, read_checkpoint
+from seglight.compat import _restricted_classmethod
 from seglight.errors import ConfigError, NonFiniteLossError
 from seglight.inference import EvalProtocol, predict_logits, split_images
 from seglight.input_check import forward_checked

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import BatchSizeFinder, LearningRateFinder
-from lightning.pytorch.callbacks.lr_finder import _TunerExitException
 from lightning.pytorch.utilities import rank_zero_info
+
+from seglight.compat import _TunerExitException
 
 
 class FindLR(LearningRateFinder):

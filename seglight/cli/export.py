@@ -222,7 +222,7 @@ def export_onnx(wrapper, example, output: Path, opset: int, dynamo: bool, metada
 def export_torchscript(wrapper, example, output: Path, metadata) -> None:
     # Tracing reads every attribute, LightningModule.trainer too, which raises when detached;
     # Lightning's own to_torchscript sets this flag around the trace for that reason.
-    from lightning.pytorch.core.module import _jit_is_scripting
+    from seglight.compat import _jit_is_scripting
 
     with warnings.catch_warnings(), _jit_is_scripting():
         warnings.simplefilter("ignore")
