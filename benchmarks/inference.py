@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from seglight.inference import EvalProtocol, predict_logits
+from seglight.evaluation import EvalProtocol, predict_logits
 from seglight.module import SegmentationModule
 
 

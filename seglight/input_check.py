@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from seglight.errors import ConfigError
-from seglight.inference import forward_padded
+from seglight.evaluation import forward_padded
 
 
 def check_logits_size(net: nn.Module, args: tuple, logits: torch.Tensor) -> None:

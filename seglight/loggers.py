@@ -9,10 +9,9 @@
   `wandb sync <dir>` command that uploads it later. Its `save_dir` (hence `trainer.log_dir`, where
   config.yaml, images/ and test reports go) is the run's own folder, so runs never overwrite each
   other's files.
-- `SaveConfig`: LightningCLI's SaveConfigCallback that also puts the resolved config (the YAML
-  saved beside the logs) into the W&B run config, and attaches `WandbClassMetrics`.
-- `WandbClassMetrics`: per-class IoU/acc table and confusion matrix after each validation and
-  after test, read from `pl_module.last_metrics[stage]` (computed once by the module).
+
+Callbacks that log into W&B live with the other callbacks: seglight.callbacks.SaveConfig (the
+resolved config into the W&B run) and seglight.callbacks.WandbClassMetrics (per-class tables).
 """
 
 import os
@@ -21,21 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import lightning as L
-import torch
-import yaml
-from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from lightning.pytorch.utilities import rank_zero_only
 
-from seglight.callbacks import confusion_image
+from seglight._moved import moved
 from seglight.errors import ConfigError
 
 DEFAULT_HOST = "https://api.wandb.ai"
-# W&B's table limit (wandb.Table.MAX_ROWS); a larger confusion matrix is logged as a picture.
-MAX_TABLE_ROWS = 10000
 
 
 class WandbLogger(LightningWandbLogger):
@@ -184,88 +175,12 @@ def run_folder(run: Any) -> Path | None:
     return Path(files).parent if files else None
 
 
-def wandb_loggers(trainer: L.Trainer) -> list[LightningWandbLogger]:
-    return [lg for lg in trainer.loggers if isinstance(lg, LightningWandbLogger)]
-
-
-class SaveConfig(SaveConfigCallback):
-    """LightningCLI's config saving (config.yaml in trainer.log_dir), plus: the same resolved
-    config in the W&B run config (nested: model.init_args.arch, ...) and as text in TensorBoard;
-    with a W&B logger, attaches WandbClassMetrics unless the config lists it already."""
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if wandb_loggers(trainer) and not any(
-            isinstance(c, WandbClassMetrics) for c in trainer.callbacks
-        ):
-            trainer.callbacks.append(WandbClassMetrics())
-        super().setup(trainer, pl_module, stage)
-
-    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        text = self.parser.dump(self.config, skip_none=False)  # the YAML of config.yaml
-        for logger in trainer.loggers:
-            if isinstance(logger, LightningWandbLogger):
-                logger.experiment.config.update(yaml.safe_load(text), allow_val_change=True)
-            elif isinstance(logger, TensorBoardLogger):
-                # Markdown: four-space indent keeps the YAML's layout.
-                indented = "\n".join("    " + line for line in text.splitlines())
-                logger.experiment.add_text("config", indented, global_step=0)
-
-
-class WandbClassMetrics(L.Callback):
-    """With a W&B logger: `<stage>/per_class` (class, IoU, acc, pixels) and `<stage>/confusion`
-    (W&B's confusion-matrix chart from the pixel counts; a PNG when it has more than 10000
-    non-zero cells) after each validation during fit and after test. Does nothing otherwise."""
-
-    # *_end, not *_epoch_end: callbacks' epoch-end hooks run before the module's, which is
-    # where last_metrics is computed.
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._log(trainer, pl_module, "val")
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(trainer, pl_module, "test")
-
-    @rank_zero_only
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        loggers = wandb_loggers(trainer)
-        result = getattr(pl_module, "last_metrics", {}).get(stage)
-        if not loggers or result is None:
-            return
-        logged = class_metrics_media(pl_module.class_names, result, stage)
-        for logger in loggers:
-            logger.log_metrics(logged, step=trainer.global_step)
-
-
-def class_metrics_media(
-    class_names: list[str], result: dict[str, torch.Tensor], stage: str
-) -> dict[str, Any]:
-    """{"<stage>/per_class": wandb.Table, "<stage>/confusion": chart or wandb.Image} from the
-    module's last metrics: IoU, acc (C,), confmat (C, C) counts, rows = ground truth."""
-    import wandb
-
-    confmat = result["confmat"].long()
-    pixels = confmat.sum(1).tolist()
-    rows = [
-        [name, _number(iou), _number(acc), int(n)]
-        for name, iou, acc, n in zip(class_names, result["IoU"], result["acc"], pixels, strict=True)
-    ]
-    table = wandb.Table(columns=["class", "IoU", "acc", "pixels"], data=rows)
-    # Only non-zero cells: the chart treats missing ones as 0, and W&B tables have a row limit.
-    nonzero = confmat.nonzero().tolist()
-    if len(nonzero) <= MAX_TABLE_ROWS:
-        cells = [[class_names[i], class_names[j], int(confmat[i, j])] for i, j in nonzero]
-        confusion = wandb.plot_table(
-            "wandb/confusion_matrix/v1",
-            wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=cells),
-            {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-            {"title": f"{stage} confusion (pixels)"},
-        )
-    else:
-        confusion = wandb.Image(confusion_image(confmat, class_names))
-    return {f"{stage}/per_class": table, f"{stage}/confusion": confusion}
-
-
-def _number(x: torch.Tensor) -> float | None:
-    """NaN (class absent from ground truth and prediction) as an empty cell."""
-    value = float(x)
-    return None if value != value else value
+__getattr__ = moved(
+    __name__,
+    {
+        "SaveConfig": "seglight.callbacks.config",
+        "WandbClassMetrics": "seglight.callbacks.wandb_tables",
+        "class_metrics_media": "seglight.callbacks.wandb_tables",
+        "wandb_loggers": "seglight.callbacks.wandb_tables",
+    },
+)

@@ -3,12 +3,12 @@
     python -m seglight fit --config configs/quickstart.yaml --model.arch=FPN --model.loss.dice=0.5
 
 Batches are dicts: "image" float (B, 3, H, W), "mask" long (B, H, W) with ignore_index where
-unlabelled. Subclass and override `compute_loss` or `shared_step` to change what a step does;
-select the subclass with `--model path.to.MyModule`.
+unlabelled. The module is built from one hook per concern, so a subclass changes one thing:
+`configure_models` (self.net), `configure_losses` (self.criterion), `configure_metrics`
+(self.val_metrics, self.test_metrics, the evaluation-loss means); a step is `shared_step` ->
+`compute_loss`. Select a subclass with `--model path.to.MyModule`.
 """
 
-import math
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,22 +16,21 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from torchmetrics.aggregation import MeanMetric
 
-from seglight.callbacks import ClassReport
-from seglight.checkpointing import check_seglight_checkpoint, read_checkpoint
+from seglight.checkpoints import load_module
 from seglight.compat import _restricted_classmethod
-from seglight.errors import ConfigError, NonFiniteLossError
-from seglight.inference import EvalProtocol, predict_logits, split_images
+from seglight.errors import ConfigError
+from seglight.evaluation import EvalProtocol, predict_logits, split_images
 from seglight.input_check import forward_checked
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
-from seglight.models import build_model, output_stride
-from seglight.preemption import PreemptionCheckpoint
-from seglight.resume import RngState
+from seglight.networks import build_model, output_stride
+from seglight.nonfinite import NonFiniteGuard, NonFiniteLoss
 from seglight.schedulers import _TrainerLengthLR
 
 Stage = Literal["train", "val", "test"]
-NonFiniteLoss = Literal["stop", "skip", "off"]
 
 
 class SegmentationModule(L.LightningModule):
@@ -57,17 +56,15 @@ class SegmentationModule(L.LightningModule):
         lr_scheduler_interval: step the scheduler every optimizer "step" or every "epoch".
         lr_scheduler_monitor: metric a ReduceLROnPlateau-style scheduler watches.
         eval_protocol: how validation, test and predict compute logits: whole image or sliding
-            window, flip / multi-scale test-time augmentation (see seglight.inference.
+            window, flip / multi-scale test-time augmentation (see seglight.evaluation.
             EvalProtocol), e.g. `--model.eval_protocol.mode=slide
             --model.eval_protocol.window=[512,512]`; null = whole image. Training is unaffected;
             val/test losses are computed on the protocol's output. Recorded in the hyper-
             parameters and printed at the start of validate/test/predict.
-        nonfinite_loss: what a nan/inf training loss does, checked at every step: "stop" raises
-            seglight.errors.NonFiniteLossError naming the loss terms, epoch, global step and the
-            batch's files (the CLI prints it as one line and exits with status 1); "skip" drops
-            the batch (no optimizer step, BatchNorm statistics restored), warns with the same
-            details and counts it in `train/skipped_nonfinite`; "off" checks nothing (saves the
-            one host sync per step the check costs).
+        nonfinite_loss: what a nan/inf training loss does, checked at every step: "stop" (a
+            one-line error naming the terms, step and files; exit 1), "skip" (no optimizer
+            step, counted in `train/skipped_nonfinite`) or "off" (no check, no host sync per
+            step); see seglight.nonfinite.
         nonfinite_batch_dir: folder where a batch with a non-finite loss is saved with
             torch.save (its image, mask, name, ... plus epoch, step, batch_idx, rank, losses),
             to reproduce it; null = not saved.
@@ -96,16 +93,13 @@ class SegmentationModule(L.LightningModule):
         # Callables are not hyper-parameters a checkpoint can rebuild; LightningCLI records the
         # full config (optimizer included) beside the logs.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        if loss is None:
-            loss = LossConfig()
-        elif isinstance(loss, dict):  # hparams keep the dataclass as a dict: load_from_checkpoint
+        if isinstance(loss, dict):  # hparams keep the dataclass as a dict: load_from_checkpoint
             loss = LossConfig(**loss)
-        if eval_protocol is None:
-            eval_protocol = EvalProtocol()
-        elif isinstance(eval_protocol, dict):  # as `loss`: hparams keep a dict
+        self.loss_config = loss or LossConfig()
+        if isinstance(eval_protocol, dict):  # as `loss`: hparams keep a dict
             eval_protocol = EvalProtocol(**eval_protocol)
-        self.eval_protocol = eval_protocol
-        self.protocol_description = eval_protocol.describe()
+        self.eval_protocol = eval_protocol or EvalProtocol()
+        self.protocol_description = self.eval_protocol.describe()
         self._protocol_announced = False
         if class_names is None:
             class_names = [f"class_{i}" for i in range(num_classes)]
@@ -118,28 +112,39 @@ class SegmentationModule(L.LightningModule):
         self.ignore_index = ignore_index
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
-        if nonfinite_loss not in ("stop", "skip", "off"):
-            raise ConfigError(
-                f"model.nonfinite_loss: expected 'stop', 'skip' or 'off', got {nonfinite_loss!r}"
-            )
-        self.nonfinite_loss = nonfinite_loss
-        self.nonfinite_batch_dir = nonfinite_batch_dir
-        self.skipped_nonfinite = 0  # batches skipped in this run (nonfinite_loss="skip")
-        self._window_has_update = True  # skip mode: a finite batch in this accumulation window
-        self.net = build_model(
-            arch, encoder_name, encoder_weights, in_channels, num_classes, model_kwargs
-        )
-        self.stride = output_stride(self.net)
-        self.criterion = build_loss(loss, num_classes, ignore_index)
-        self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
-        self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.nonfinite = NonFiniteGuard(nonfinite_loss, nonfinite_batch_dir)
         # The last computed metrics per stage, as plain tensors, for reports and callbacks.
         self.last_metrics: dict[str, dict[str, torch.Tensor]] = {}
-        # Running loss sums of the current validation/test epoch (see _evaluate).
-        self._eval_loss_sums: dict[str, dict[str, torch.Tensor]] = {}
-        self._eval_loss_counts: dict[str, torch.Tensor | float] = {}
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
 
-    # --- hooks a subclass overrides ---------------------------------------------------------
+    # --- hooks a subclass overrides (one concern each) -----------------------------------
+
+    def configure_models(self) -> None:
+        """self.net: images (B, in_channels, H, W) -> logits (B, num_classes, H, W), built by
+        name (seglight.networks); self.stride: the side lengths the network needs a multiple of."""
+        hp = self.hparams
+        self.net = build_model(
+            hp.arch, hp.encoder_name, hp.encoder_weights, hp.in_channels, hp.num_classes,
+            hp.model_kwargs,
+        )  # fmt: skip
+        self.stride = output_stride(self.net)
+
+    def configure_losses(self) -> None:
+        """self.criterion: (logits, mask) -> {"loss": total, <term>: unweighted term, ...}."""
+        self.criterion = build_loss(self.loss_config, self.num_classes, self.ignore_index)
+
+    def configure_metrics(self) -> None:
+        """Metrics of the validation and test splits: one confusion matrix each (summed over
+        processes), and the mean over labelled images of each loss term, weighted by torchmetrics'
+        MeanMetric (exact across processes, no host sync per step)."""
+        self.val_metrics = SegmentationMetrics(self.num_classes, self.ignore_index)
+        self.test_metrics = SegmentationMetrics(self.num_classes, self.ignore_index)
+        terms = ["loss", *getattr(self.criterion, "weights", {})]
+        self.eval_losses = nn.ModuleDict(
+            {stage: nn.ModuleDict({t: _mean_metric() for t in terms}) for stage in ("val", "test")}
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes, H, W) for images (B, in_channels, H, W) of any H, W; images
@@ -158,7 +163,7 @@ class SegmentationModule(L.LightningModule):
 
     def evaluation_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, K, H, W) under `eval_protocol`, for validation, test and predict: `forward`
-        itself for the plain whole image, else seglight.inference.predict_logits over `forward`
+        itself for the plain whole image, else seglight.evaluation.predict_logits over `forward`
         (with TTA views: the log of the averaged probabilities)."""
         if self.eval_protocol.is_plain:
             return self(images)
@@ -167,31 +172,12 @@ class SegmentationModule(L.LightningModule):
     # --- Lightning steps ------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        skip = self.nonfinite_loss == "skip"
-        if skip and batch_idx % self.trainer.accumulate_grad_batches == 0:
-            self._window_has_update = False  # a new gradient-accumulation window starts
-        # The forward updates BatchNorm running statistics; a skipped batch's update is undone
-        # from this copy (buffers only, not weights: ~10k floats for a resnet18 Unet).
-        saved_buffers = [b.detach().clone() for b in self.buffers()] if skip else []
+        saved_buffers = self.nonfinite.begin(self, batch_idx)
         out = self.shared_step(batch, "train")
-        size = batch["image"].shape[0]
-        if self.nonfinite_loss != "off":
-            bad_ranks = self._nonfinite_ranks(out["loss"])
-            if bad_ranks:
-                message = self._nonfinite_report(out, batch, batch_idx, bad_ranks)
-                if not skip:
-                    raise NonFiniteLossError(message)
-                with torch.no_grad():
-                    for buffer, saved in zip(self.buffers(), saved_buffers, strict=True):
-                        buffer.copy_(saved)
-                self.skipped_nonfinite += 1
-                warnings.warn(f"skipping the batch: {message}", RuntimeWarning, stacklevel=1)
-                self._log_skipped(size)
-                return self._skipped_step_loss()
-        if skip:
-            self._window_has_update = True
-            self._log_skipped(size)
-        self._log_losses(out, "train", size)
+        replacement = self.nonfinite.check(self, out, batch, batch_idx, saved_buffers)
+        if replacement is not None:  # a skipped non-finite batch
+            return replacement
+        self._log_losses(out, "train", batch["image"].shape[0])
         return out["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -202,7 +188,7 @@ class SegmentationModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Class indices (B, H, W) int64 at the batch's size. Each image is predicted alone at its
-        own size batch["size"] (seglight.inference.split_images); pixels outside it (batches of
+        own size batch["size"] (seglight.evaluation.split_images); pixels outside it (batches of
         unequal images are padded) hold ignore_index."""
         images = batch["image"]  # (B, C, H, W)
         masks = torch.full((images.shape[0], *images.shape[-2:]), self.ignore_index,
@@ -227,9 +213,6 @@ class SegmentationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
 
-    def configure_callbacks(self) -> list[L.Callback]:
-        return [ClassReport(), PreemptionCheckpoint(), RngState()]
-
     def configure_optimizers(self) -> Any:
         # A class as the signature default would be clearer, but jsonargparse then loses it when
         # `--model` switches to a subclass; so null stands for AdamW.
@@ -249,97 +232,27 @@ class SegmentationModule(L.LightningModule):
             },
         }
 
-    # --- non-finite loss guard (nonfinite_loss, nonfinite_batch_dir) --------------------
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Skip mode: a window of only skipped batches holds zero gradients (_skipped_step_loss);
-        # None instead makes the optimizer leave every parameter alone (no weight decay, no
-        # momentum, no step count), as after a training_step returning None. A window with some
-        # finite batches steps on their gradients (each still divided by accumulate_grad_batches).
-        if self.nonfinite_loss == "skip" and not self._window_has_update:
-            optimizer.zero_grad(set_to_none=True)
-
-    def _nonfinite_ranks(self, loss: torch.Tensor) -> list[int]:
-        """The ranks whose loss is nan/inf at this step, the same list on every process.
-
-        Cost: one host sync per step (a GPU run waits for the forward before queueing the
-        backward) and, under DDP, one all-reduce of world_size ints: all processes must stop or
-        skip together, else the others would wait forever in the next gradient all-reduce."""
-        flags = torch.zeros(self.trainer.world_size, dtype=torch.int32, device=loss.device)
-        flags[self.global_rank] = (~torch.isfinite(loss.detach())).int()
-        flags = self.trainer.strategy.reduce(flags, reduce_op="sum")  # identity on one process
-        return flags.nonzero().flatten().tolist()
-
-    def _nonfinite_report(
-        self, out: dict[str, torch.Tensor], batch: dict[str, Any], batch_idx: int, ranks: list[int]
-    ) -> str:
-        """One line: the loss and its non-finite terms, where, the batch's files, and the file
-        the batch was saved to. Runs only when a loss was non-finite."""
-        where = f"epoch {self.current_epoch}, global step {self.global_step}, batch {batch_idx}"
-        world = self.trainer.world_size
-        if self.global_rank not in ranks:  # this process's loss is finite; another's is not
-            return f"non-finite training loss on process rank(s) {ranks} of {world} at {where}"
-        losses = {k: float(v.detach()) for k, v in out.items() if k != "logits"}
-        terms = [f"{k}={v}" for k, v in losses.items() if k != "loss" and not math.isfinite(v)]
-        names = [str(n) for n in batch.get("name", [])]
-        finite_images = torch.isfinite(batch["image"]).flatten(1).all(1).tolist()  # (B,)
-        bad_images = [n for n, ok in zip(names, finite_images, strict=False) if not ok]
-        text = f"non-finite training loss {losses['loss']} at {where}"
-        if terms:
-            text += f" (non-finite terms: {', '.join(terms)})"
-        if world > 1:
-            text += f" on process rank {self.global_rank} of {world}"
-        text += f"; batch files: {', '.join(names) if names else '(no batch[name])'}"
-        if bad_images:
-            text += f" (non-finite input image: {', '.join(bad_images)})"
-        if self.nonfinite_batch_dir is not None:
-            text += f"; batch saved to {self._save_nonfinite_batch(batch, batch_idx, losses)}"
-        return text
-
-    def _save_nonfinite_batch(
-        self, batch: dict[str, Any], batch_idx: int, losses: dict[str, float]
-    ) -> Path:
-        """torch.save the batch (tensors on the CPU) and where it happened; returns the path."""
-        folder = Path(self.nonfinite_batch_dir).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
-        step, rank = self.global_step, self.global_rank
-        path = folder / f"nonfinite_epoch{self.current_epoch}_step{step}_rank{rank}.pt"
-        record = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
-        record.update(epoch=self.current_epoch, step=step, batch_idx=batch_idx, rank=rank,
-                      losses=losses)  # fmt: skip
-        torch.save(record, path)
-        return path
-
-    def _skipped_step_loss(self) -> torch.Tensor:
-        """0, with a zero gradient for every trainable parameter: under DDP every process then
-        runs the same gradient all-reduce (Lightning refuses a None loss with several
-        processes), and fp16 AMP's GradScaler has gradients to check."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return sum(p.sum() for p in params) * 0.0  # python's sum: parameters of mixed dtypes
-
-    def _log_skipped(self, batch_size: int) -> None:
-        """Batches skipped so far in this run, logged once per epoch (the same on every rank)."""
-        self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=False,
-                 on_epoch=True, reduce_fx="max", sync_dist=True, batch_size=batch_size)  # fmt: skip
+        self.nonfinite.before_optimizer_step(optimizer)
 
     # --- helpers --------------------------------------------------------------------------
 
     def _evaluate(self, batch: dict[str, Any], stage: Stage, metrics: SegmentationMetrics) -> None:
         """Metrics and losses of a validation/test batch, one image at a time at its own size
-        (seglight.inference.split_images): a score is a function of the checkpoint, the data and
+        (seglight.evaluation.split_images): a score is a function of the checkpoint, the data and
         the protocol, never of the batch size or of how many processes split the set."""
-        sums = self._eval_loss_sums.setdefault(stage, {})
+        losses = self.eval_losses[stage]
         for one in split_images(batch):
             out = self.shared_step(one, stage)
-            # The split's loss is the mean over its labelled images of each image's loss, summed
-            # here and reduced over processes at epoch end (Lightning's sync_dist would average
-            # the processes' means). A tensor weight: no host sync.
-            labelled = (one["mask"] != self.ignore_index).any().double()  # 0. or 1.
+            # The split's loss is the mean over its labelled images of each image's loss: a
+            # tensor weight (0. or 1.), so no host sync; reduced over processes by torchmetrics.
+            labelled = (one["mask"] != self.ignore_index).any().double()
             for key, value in out.items():
-                if key != "logits":
-                    sums[key] = sums.get(key, 0.0) + value.detach().double() * labelled
-            count = self._eval_loss_counts.get(stage, 0.0)
-            self._eval_loss_counts[stage] = count + labelled
+                if key == "logits":
+                    continue
+                if key not in losses:  # a term a subclass's compute_loss adds
+                    losses[key] = _mean_metric().to(value.device)
+                losses[key].update(value.detach().double(), labelled)
             metrics.update(out["logits"].argmax(1), one["mask"])
 
     def _announce_protocol(self) -> None:
@@ -358,16 +271,12 @@ class SegmentationModule(L.LightningModule):
                      batch_size=batch_size)  # fmt: skip
 
     def _log_eval_losses(self, stage: Stage) -> None:
-        """Mean loss over the labelled images of the split, on all processes together."""
-        sums = self._eval_loss_sums.pop(stage, {})
-        count = self._eval_loss_counts.pop(stage, 0)
-        reduce = self.trainer.strategy.reduce
-        count = torch.as_tensor(count, dtype=torch.float64, device=self.device)
-        total = reduce(count, reduce_op="sum")
-        for key, value in sums.items():
+        """Mean loss over the labelled images of the split, on all processes together (NaN when
+        no image is labelled, like the metrics)."""
+        for key, mean in self.eval_losses[stage].items():
             name = f"{stage}/loss" if key == "loss" else f"{stage}/loss_{key}"
-            mean = reduce(value.to(self.device), reduce_op="sum") / total.clamp(min=1)
-            self.log(name, mean.float(), prog_bar=key == "loss")
+            self.log(name, mean.compute().float(), prog_bar=key == "loss")
+            mean.reset()
 
     def _log_metrics(self, stage: Stage, metrics: SegmentationMetrics) -> None:
         """Compute over the whole split (synced across processes) and log under `stage/`."""
@@ -395,12 +304,21 @@ class SegmentationModule(L.LightningModule):
     def load_from_checkpoint(  # type: ignore[override]
         cls, checkpoint_path: Any, *args: Any, weights_only: bool | None = True, **kwargs: Any
     ) -> "SegmentationModule":
-        """Lightning's load_from_checkpoint, with weights_only=True by default and a local file
-        checked first: a truncated, empty or foreign file is a one-line ConfigError naming it
-        (seglight.checkpointing.read_checkpoint)."""
+        """Lightning's load_from_checkpoint, with weights_only=True by default; a local file is
+        read once, checked (a truncated, empty or foreign file is a one-line ConfigError naming
+        it) and built from that read (seglight.checkpoints.load_module)."""
         if isinstance(checkpoint_path, str | Path) and "://" not in str(checkpoint_path):
-            checkpoint = read_checkpoint(checkpoint_path, what="load_from_checkpoint")
-            check_seglight_checkpoint(checkpoint_path, checkpoint, what="load_from_checkpoint")
-        return super().load_from_checkpoint(
+            return load_module(
+                checkpoint_path, *args, cls=cls, weights_only=weights_only,
+                what="load_from_checkpoint", **kwargs,
+            )  # fmt: skip
+        return super().load_from_checkpoint(  # remote files and streams: Lightning reads them
             checkpoint_path, *args, weights_only=weights_only, **kwargs
         )
+
+
+def _mean_metric() -> MeanMetric:
+    """A float64 weighted mean that keeps NaN (no per-update NaN check: no host sync)."""
+    metric = MeanMetric(nan_strategy="disable")
+    metric.set_dtype(torch.float64)
+    return metric

@@ -10,8 +10,8 @@ from torch import nn
 
 from seglight.cli import main
 from seglight.errors import ConfigError
-from seglight.inference import EvalProtocol, _starts, _window_weight, predict_logits
-from seglight.models import build_model
+from seglight.evaluation import EvalProtocol, _starts, _window_weight, predict_logits
+from seglight.networks import build_model
 
 from conftest import QUICKSTART, TINY
 

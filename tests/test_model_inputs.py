@@ -11,8 +11,8 @@ from torch import nn
 
 from seglight.errors import ConfigError
 from seglight.input_check import InputCheck, forward_checked, min_input_size
-from seglight.models import build_model, output_stride, smp_architectures
 from seglight.module import SegmentationModule
+from seglight.networks import build_model, output_stride, smp_architectures
 
 # Each architecture's own decoder, made small. Encoders: a tiny timm MobileNetV3 for the fast
 # tests (every architecture takes timm encoders), smp's resnet18 (the default) where named; DPT

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from seglight.errors import ConfigError
-from seglight.inference import pad_to_multiple
-from seglight.models import build_model, output_stride
+from seglight.evaluation import pad_to_multiple
 from seglight.module import SegmentationModule
+from seglight.networks import build_model, output_stride
 
 # Small but real: each architecture's own decoder on a light encoder.
 ARCHS = [

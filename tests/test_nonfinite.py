@@ -1,5 +1,5 @@
 """The non-finite loss guard (SegmentationModule's nonfinite_loss / nonfinite_batch_dir) and
-seglight.best_checkpoint.ModelCheckpoint, which never keeps a nan/inf score as the best.
+seglight.callbacks.FiniteBestCheckpoint, which never keeps a nan/inf score as the best.
 
 A nan is put into one image of one chosen training batch (tests/nonfinite_example.py) with
 2 batches per epoch: epoch 0 (steps 0, 1) is clean and checkpointed; the nan comes at epoch 1.
@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import yaml
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from seglight import SegmentationModule
-from seglight.best_checkpoint import ModelCheckpoint
+from seglight.callbacks import FiniteBestCheckpoint
 from seglight.cli import main
 from seglight.errors import ConfigError
 
@@ -46,7 +46,7 @@ def test_stop_names_the_step_and_files_and_keeps_checkpoints(in_tmp, capsys):
         main(["fit", "--config", QUICKSTART, *POISONED, "--model.poison_batch=1",
               "--model.nonfinite_batch_dir=bad",
               # a second checkpointer that would save on an exception: not on this one
-              "--trainer.callbacks+=seglight.best_checkpoint.ModelCheckpoint",
+              "--trainer.callbacks+=seglight.callbacks.FiniteBestCheckpoint",
               "--trainer.callbacks.dirpath=on_exception",
               "--trainer.callbacks.save_on_exception=true"])  # fmt: skip
     assert exit_info.value.code == 1
@@ -141,7 +141,7 @@ def test_nonfinite_score_is_never_the_best(tmp_path, mode, save_top_k):
     takes +inf (mode max) or -inf (mode min) as the best; last.ckpt must still be the last."""
     winning_inf = math.inf if mode == "max" else -math.inf
     scores = [math.nan, 0.3, winning_inf, math.nan, 0.2 if mode == "max" else 0.4]
-    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val/mIoU", mode=mode, save_last=True,
+    callback = FiniteBestCheckpoint(dirpath=tmp_path, monitor="val/mIoU", mode=mode, save_last=True,
                                save_top_k=save_top_k, filename="{epoch}")  # fmt: skip
     trainer = L.Trainer(max_epochs=len(scores), limit_train_batches=2, limit_val_batches=1,
                         callbacks=[callback], logger=False, enable_progress_bar=False,
@@ -158,14 +158,13 @@ def test_nonfinite_score_is_never_the_best(tmp_path, mode, save_top_k):
 
 
 def test_every_config_uses_the_finite_checkpoint():
+    # Every checkpoint callback named in any config file (recipes and the blocks they share).
     paths = {}
     for config in sorted((ROOT / "configs").rglob("*.yaml")):
-        callbacks = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}) or {}
-        for callback in callbacks.get("callbacks", None) or []:
-            if "ModelCheckpoint" in callback.get("class_path", ""):
-                paths[config.name] = callback["class_path"]
-    assert "quickstart.yaml" in paths
-    assert set(paths.values()) == {"seglight.best_checkpoint.ModelCheckpoint"}, paths
+        for path in re.findall(r"class_path:\s*([\w.]*Checkpoint)\b", config.read_text()):
+            paths.setdefault(config.relative_to(ROOT).as_posix(), set()).add(path)
+    assert paths
+    assert set().union(*paths.values()) == {"seglight.callbacks.FiniteBestCheckpoint"}, paths
 
 
 def test_unknown_mode_names_the_argument():

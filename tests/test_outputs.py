@@ -9,8 +9,8 @@ import pytest
 from jsonargparse import Namespace
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from seglight.callbacks.preemption import PreemptionCheckpoint
 from seglight.cli import default_logger_save_dirs, main
-from seglight.preemption import PreemptionCheckpoint
 
 from conftest import QUICKSTART, TINY
 
@@ -63,7 +63,7 @@ def test_default_root_dir_moves_every_output(in_tmp):
 
 
 def test_explicit_paths_win_over_default_root_dir(in_tmp):
-    callbacks = ("[{class_path: seglight.best_checkpoint.ModelCheckpoint, init_args: "
+    callbacks = ("[{class_path: seglight.callbacks.FiniteBestCheckpoint, init_args: "
                  "{dirpath: my_ckpts, save_last: true}}, {class_path: "
                  "seglight.callbacks.MaskWriter, init_args: {output_dir: my_masks}}]")  # fmt: skip
     args = ["--config", QUICKSTART, *TINY, "--trainer.default_root_dir=runB",

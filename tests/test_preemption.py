@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from seglight.callbacks.preemption import resume_command
 from seglight.cli import main
-from seglight.preemption import resume_command
 
 from conftest import QUICKSTART, ROOT, TINY
 

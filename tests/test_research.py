@@ -7,9 +7,9 @@ import statistics
 import pytest
 import torch
 
+from seglight.callbacks import FindLR
 from seglight.cli import main
 from seglight.module import SegmentationModule
-from seglight.tuning import FindLR
 
 from conftest import QUICKSTART, TINY
 
@@ -45,7 +45,7 @@ LR_FIND = [
     "--trainer.enable_checkpointing=false",
     "--trainer.callbacks=[]",
     "--data.train_size=64",  # 16 steps per epoch: room for the range test
-    "--trainer.callbacks+=seglight.tuning.FindLR",
+    "--trainer.callbacks+=seglight.callbacks.FindLR",
     "--trainer.callbacks.num_training_steps=16",  # Lightning skips 10 first, 1 last
     "--trainer.callbacks.early_stop_threshold=null",
     "--trainer.default_root_dir=run",
@@ -89,7 +89,7 @@ def test_batch_size_finder_grows_the_data_modules_batch(in_tmp, caplog):
             "--trainer.callbacks=[]",
             "--data.train_size=32",
             "--trainer.max_epochs=1",
-            "--trainer.callbacks+=seglight.tuning.FindBatchSize",
+            "--trainer.callbacks+=seglight.callbacks.FindBatchSize",
             "--trainer.callbacks.max_trials=3",
             "--trainer.callbacks.steps_per_trial=1",
         ]

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 
 import seglight.data.sampling
 from seglight import SegmentationModule
+from seglight.callbacks.rng_state import RngState, collect_rng_states, set_rng_states
 from seglight.cli import main
 from seglight.data.sampling import ResumableSampler, SampleKey
 from seglight.data.synthetic import SyntheticDataModule
-from seglight.resume import RngState, collect_rng_states, set_rng_states
 
 from conftest import QUICKSTART, TINY
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from seglight.callbacks.images import ValidationImages, pick_indices
 from seglight.cli import main
 from seglight.data.synthetic import PALETTE, SyntheticDataModule
 from seglight.errors import ConfigError
 from seglight.module import SegmentationModule
-from seglight.visual import GAP, ValidationImages, denormalize, overlay, pick_indices
+from seglight.render import GAP, denormalize, overlay
 
 from conftest import QUICKSTART, TINY
 

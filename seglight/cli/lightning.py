@@ -14,13 +14,23 @@ from jsonargparse import ActionConfigFile, DefaultHelpFormatter
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from seglight.best_checkpoint import ModelCheckpoint
-from seglight.callbacks import MaskWriter, PredictionFailures
-from seglight.checkpointing import read_checkpoint, resolve_ckpt_path, use_atomic_checkpoint_io
+from seglight.callbacks import (
+    ClassReport,
+    FiniteBestCheckpoint,
+    MaskWriter,
+    PredictionFailures,
+    PreemptionCheckpoint,
+    RngState,
+    SaveConfig,
+)
+from seglight.callbacks.atomic_io import use_atomic_checkpoint_io
+from seglight.checkpoints import check_ckpt_path, cli_model_config, hand_over, read_checkpoint
 from seglight.cli.parser import DEFAULT_DATA, DEFAULT_MODEL, SeglightArgumentParser
 from seglight.data.base import SegmentationDataModule
-from seglight.loggers import SaveConfig
 from seglight.module import SegmentationModule
+
+# Callbacks added to every run, by their config key; `--<key>=null` switches one off.
+ALWAYS_ON = {"class_report": ClassReport, "preemption": PreemptionCheckpoint, "rng_state": RngState}
 
 
 class SeglightCLI(LightningCLI):
@@ -37,7 +47,12 @@ class SeglightCLI(LightningCLI):
         predicted masks                     <root>/predictions           MaskWriter output_dir
         seeds_summary.json                  <root>                       seglight seeds --summary
 
-    fast_dev_run writes no checkpoint (seglight.best_checkpoint, seglight.preemption).
+    fast_dev_run writes no checkpoint (seglight.callbacks.FiniteBestCheckpoint, ...Preemption...).
+
+    Callbacks every run gets (ALWAYS_ON), each a top-level key shown by --print_config, that
+    `--<key>=null` switches off: class_report (per-class table, test report files), preemption
+    (SIGTERM/SIGUSR1 -> last.ckpt), rng_state (exact resume). One also listed under
+    trainer.callbacks is not added twice.
     """
 
     description = "seglight: semantic segmentation on PyTorch Lightning."  # top-level --help
@@ -67,6 +82,9 @@ class SeglightCLI(LightningCLI):
         parser.set_defaults(
             {"model": {"class_path": DEFAULT_MODEL}, "data": {"class_path": DEFAULT_DATA}}
         )
+        for key, callback in ALWAYS_ON.items():
+            parser.add_subclass_arguments(callback, key, required=False, fail_untyped=False)
+            parser.set_defaults({key: {"class_path": f"seglight.callbacks.{callback.__name__}"}})
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI reads --ckpt_path's hyper-parameters into the config before anything is
@@ -74,28 +92,58 @@ class SeglightCLI(LightningCLI):
         (`last`/`best`/`hpc` are not files: they are resolved in instantiate_trainer.)"""
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path and Path(path).exists():
-            read_checkpoint(path)
-        super()._parse_ckpt_path()
+        if not (path and Path(path).exists()):
+            return super()._parse_ckpt_path()
+        # Lightning's own version torch.loads the file again: this one uses the dict read here,
+        # kept for the checks in instantiate_trainer and for the run itself (one read in all).
+        self._ckpt_read = (path, read_checkpoint(path))
+        model = cli_model_config(self._ckpt_read[1])
+        if model is None:
+            return
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def instantiate_trainer(self, **kwargs) -> lightning.Trainer:
         """LightningCLI's trainer, with atomic checkpoint saves (unless the config names a
         CheckpointIO), checkpoint folders fixed (dirpath null: <default_root_dir>/checkpoints)
         and --ckpt_path checked and resolved before anything runs; checkpoints are loaded with
-        weights_only=True unless --weights_only=false (seglight.checkpointing)."""
+        weights_only=True unless --weights_only=false (seglight.checkpoints)."""
+        self._add_always_on_callbacks()
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.checkpoint_callbacks:  # dirpath null: fixed now, under the root
-            if isinstance(callback, ModelCheckpoint):
+            if isinstance(callback, FiniteBestCheckpoint):
                 callback.resolve_dirpath(trainer)
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
         use_atomic_checkpoint_io(trainer, trainer_config.get("plugins"))
         section = self.config_init.get(self.subcommand) if self.subcommand else None
         if section is not None and "ckpt_path" in section:
-            path = section["ckpt_path"]
-            section["ckpt_path"] = resolve_ckpt_path(self.subcommand, path, trainer, self.model)
+            path, read = section["ckpt_path"], getattr(self, "_ckpt_read", None)
+            self._ckpt_read = None
+            path, checkpoint = check_ckpt_path(self.subcommand, path, trainer, self.model, read)
+            if checkpoint is not None:  # Lightning's restore gets this dict, not another read
+                hand_over(trainer, path, checkpoint)
+            section["ckpt_path"] = path
             if section.get("weights_only") is None:
                 section["weights_only"] = True
         return trainer
+
+    def _add_always_on_callbacks(self) -> None:
+        """The ALWAYS_ON callbacks that are not null into trainer.callbacks (the Trainer orders
+        them before the checkpoint callbacks), unless one of the same class is listed there."""
+        section = self.config_init.get(self.subcommand) if self.subcommand else self.config_init
+        trainer = section.get("trainer")
+        if trainer is None:
+            return
+        callbacks = trainer.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
+        for key in ALWAYS_ON:
+            callback = section.get(key)
+            if callback is not None and not any(type(c) is type(callback) for c in callbacks):
+                callbacks.append(callback)
+        trainer["callbacks"] = callbacks
 
     def predict(self, **kwargs) -> list | None:
         """`predict` streams: each batch's masks go to the prediction writers and are not kept

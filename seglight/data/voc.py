@@ -16,6 +16,7 @@ from seglight.data.base import DiskDataModule, Split
 from seglight.data.dataset import FileDataset
 from seglight.data.io import LabelMap
 from seglight.errors import DataError
+from seglight.render import voc_palette
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -28,22 +29,6 @@ DOWNLOAD = (
     "mmsegmentation: http://home.bharathh.info/pubs/codes/SBD/download.html"
 )
 AUG_LISTS = ("train_aug.txt", "aug.txt")
-
-
-def voc_palette(n: int = 256) -> list[list[int]]:
-    """The VOC colour map: class i's colour spreads the bits of i over R, G, B (devkit's
-    VOClabelcolormap.m)."""
-    palette = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette.append([r, g, b])
-    return palette
 
 
 class VOCDataModule(DiskDataModule):

@@ -1,0 +1,110 @@
+"""Drawing masks: the class palette, images back from normalization, overlays, the validation
+grid with its legend, and the confusion-matrix picture. Used by the mask writer, the validation
+images and the reports, so a class has the same colour everywhere."""
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+GAP = 2  # pixels between tiles of the validation grid
+LINE = 14  # legend line height: a 10-px swatch and PIL's default font
+BACKGROUND = (40, 40, 40)
+IGNORE = 255  # mask value drawn as the image itself (no colour)
+
+
+def voc_palette(n: int = 256) -> list[list[int]]:
+    """The VOC colour map: class i's colour spreads the bits of i over R, G, B (devkit's
+    VOClabelcolormap.m); the default for datasets without their own colours."""
+    palette = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette.append([r, g, b])
+    return palette
+
+
+def class_colours(palette: list[list[int]] | None, num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8: the dataset's colours, or the VOC map when it has none."""
+    return np.array((palette or voc_palette(num_classes))[:num_classes], np.uint8)
+
+
+def flat_palette(palette: list[list[int]] | None) -> list[int]:
+    """768 ints for a PIL "P" image: class colours first (the VOC colour map when the dataset
+    has none), white for ignore (255)."""
+    flat = [0] * 768
+    for i, rgb in enumerate(palette or voc_palette(255)):
+        flat[3 * i : 3 * i + 3] = list(rgb)
+    flat[765:768] = [255, 255, 255]
+    return flat
+
+
+def denormalize(images: torch.Tensor, mean, std) -> np.ndarray:
+    """Normalized float (3, H, W) or (B, 3, H, W) -> uint8 RGB (H, W, 3) or (B, H, W, 3):
+    undoes Normalize's (x - mean) / std on [0, 1] images (mean, std: 3 values)."""
+    mean = torch.as_tensor(np.asarray(mean, np.float32)).view(3, 1, 1)
+    std = torch.as_tensor(np.asarray(std, np.float32)).view(3, 1, 1)
+    rgb = (images.detach().float().cpu() * std + mean).clamp(0, 1) * 255
+    return rgb.round().to(torch.uint8).movedim(-3, -1).numpy()
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
+    """(H, W, 3) uint8: palette colour (K, 3) of each labelled pixel of mask (H, W) blended over
+    the image with opacity alpha; ignore (and any id beyond the palette) left as the image."""
+    labelled = (mask >= 0) & (mask < len(palette))
+    colours = palette[np.where(labelled, mask, 0)].astype(np.float32)  # (H, W, 3)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    return np.where(labelled[..., None], blended.round(), image).astype(np.uint8)
+
+
+def draw_grid(rows: list[dict], palette: np.ndarray, names: list[str], alpha: float) -> Image.Image:
+    """One row per image: image | ground truth overlay | prediction overlay, tiles of the largest
+    image's size (GAP px apart, top-left aligned); then one legend line per class that appears
+    in any shown mask or prediction."""
+    cell_h = max(r["image"].shape[0] for r in rows)
+    cell_w = max(r["image"].shape[1] for r in rows)
+    shown = sorted(
+        {int(c) for r in rows for m in (r["mask"], r["pred"]) for c in np.unique(m)}
+        & set(range(len(names)))
+    )
+    legend_w = 16 + 6 * max((len(names[c]) for c in shown), default=0)
+    width = max(3 * cell_w + 2 * GAP, legend_w)
+    top = len(rows) * (cell_h + GAP)
+    canvas = Image.new("RGB", (width, top + LINE * len(shown)), BACKGROUND)
+    for i, row in enumerate(rows):
+        tiles = (
+            row["image"],
+            overlay(row["image"], row["mask"], palette, alpha),
+            overlay(row["image"], row["pred"], palette, alpha),
+        )
+        for j, tile in enumerate(tiles):
+            canvas.paste(Image.fromarray(tile), (j * (cell_w + GAP), i * (cell_h + GAP)))
+    draw = ImageDraw.Draw(canvas)
+    for k, c in enumerate(shown):
+        y = top + k * LINE
+        draw.rectangle((2, y + 2, 11, y + 11), fill=tuple(int(v) for v in palette[c]))
+        draw.text((15, y), names[c], fill=(255, 255, 255))
+    return canvas
+
+
+def confusion_image(confmat: torch.Tensor, class_names: list[str]) -> Image.Image:
+    """The confusion matrix as a picture: cell (i, j) = share of class i's pixels predicted as
+    j (rows sum to 1), white = 0 to dark blue = 1; class names on the left when they fit."""
+    c = confmat.shape[0]
+    rows = confmat.double() / confmat.sum(1, keepdim=True).clamp(min=1)  # (C, C) in [0, 1]
+    cell = max(4, min(40, 640 // c))
+    margin = 8 + 7 * max(len(n) for n in class_names) if c <= 40 else 0
+    white, blue = np.array([255, 255, 255]), np.array([8, 48, 107])
+    colours = (white + (blue - white) * rows.numpy()[..., None]).astype(np.uint8)  # (C, C, 3)
+    grid = np.kron(colours, np.ones((cell, cell, 1), np.uint8))  # (C*cell, C*cell, 3)
+    image = Image.new("RGB", (margin + grid.shape[1], grid.shape[0]), "white")
+    image.paste(Image.fromarray(grid), (margin, 0))
+    if margin:
+        draw = ImageDraw.Draw(image)
+        for i, name in enumerate(class_names):
+            draw.text((2, i * cell + max(0, cell // 2 - 6)), name, fill="black")
+    return image
