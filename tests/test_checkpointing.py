@@ -15,7 +15,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from seglight import SegmentationModule
-from seglight.checkpointing import PARTIAL_PREFIX, AtomicCheckpointIO, read_checkpoint
+from seglight.callbacks.atomic_io import PARTIAL_PREFIX, AtomicCheckpointIO
+from seglight.checkpoints import read_checkpoint
 from seglight.cli import main
 from seglight.errors import ConfigError
 

@@ -1,0 +1,357 @@
+"""The one checkpoint loader: each file read once, checked, and built into a module from that read.
+
+    read_checkpoint      the dict of a local file (torch.load, weights_only=True), or a one-line
+                         ConfigError naming the file: missing, empty, truncated, foreign, unsafe
+    check_*              a seglight checkpoint? fitting the configured model? resumable by `fit`?
+    load_module          the SegmentationModule (or the subclass it names) built from that dict:
+                         SegmentationModule.load_from_checkpoint and `seglight export` use it
+    check_ckpt_path      --ckpt_path (`last` resolved) checked before anything runs; the dict
+                         it read goes to the run's AtomicCheckpointIO (hand_over), so Lightning's
+                         restore does not read the file again
+
+Where Lightning reads a file itself (remote paths, `best`/`hpc`, a CheckpointIO named in the
+config) it reads it with its own checks; seglight reads local files only.
+"""
+
+import importlib
+import inspect
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.accelerators import XLAAccelerator
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.core.saving import load_hparams_from_yaml
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.migration import migrate_checkpoint, pl_legacy_patch
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from seglight.callbacks.atomic_io import AtomicCheckpointIO
+from seglight.errors import ConfigError
+
+# Instantiators a checkpoint may name (as Lightning's core.saving allows): the CLI's, nothing else.
+ALLOWED_INSTANTIATORS = {
+    "lightning.pytorch.cli.instantiate_module",
+    "pytorch_lightning.cli.instantiate_module",
+}
+
+
+def _sentence(error: BaseException, limit: int = 160) -> str:
+    """The first sentence of an error from torch, which can run to a paragraph."""
+    text = " ".join(str(error).split())
+    line = re.split(r"(?<=[.:;])\s", text, maxsplit=1)[0].rstrip(".:;")
+    if len(line) > limit:
+        line = line[: limit - 3] + "..."
+    return f"{type(error).__name__}: {line}".rstrip(": ")
+
+
+def read_checkpoint(
+    path: str | Path, what: str = "ckpt_path", map_location: Any = "cpu", weights_only: bool = True
+) -> dict[str, Any]:
+    """The checkpoint dict of a local Lightning checkpoint file, loaded with weights_only=True
+    and memory-mapped (tensors are read when used: cheap for a 1 GB file). ConfigError, with
+    `what` and naming the file, when it is missing, empty, truncated, not a torch file, a file
+    that would need arbitrary code to unpickle, or a torch file that is no Lightning checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what}: {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(
+            f"{what}: {path} is a directory, not a checkpoint file (sharded FSDP/DeepSpeed "
+            f"checkpoints are loaded by their strategy, not checked here)"
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise ConfigError(f"{what}: {path} is empty (0 bytes): a save that never finished?")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    is_zip = zipfile.is_zipfile(path)  # torch.save's format since torch 1.6
+    if not is_zip and not head.startswith(b"\x80"):  # nor a pickle (the legacy format)
+        if head.startswith(b"PK"):
+            raise ConfigError(
+                f"{what}: {path} is truncated or corrupt ({size} bytes, no zip index)"
+            )
+        raise ConfigError(
+            f"{what}: {path} is not a checkpoint torch can load: it is not a PyTorch checkpoint "
+            f"file (it starts with {head[:4]!r})"
+        )
+    try:  # mmap: tensors are read when used, so a check is cheap; legacy files: whole
+        with pl_legacy_patch():  # old Lightning classes, for weights_only=False
+            checkpoint = torch.load(
+                path, map_location=map_location, weights_only=weights_only, mmap=is_zip
+            )
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):
+            raise ConfigError(
+                f"{what}: {path} holds Python objects that loading would have to execute "
+                f"({_unsupported_global(e)}); seglight loads checkpoints with weights_only=True"
+            ) from None
+        raise ConfigError(f"{what}: {path} is truncated or corrupt ({_sentence(e)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError,
+            KeyError, TypeError, IndexError) as e:  # fmt: skip
+        raise ConfigError(
+            f"{what}: {path} is truncated or corrupt ({size} bytes; {_sentence(e)})"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(
+            f"{what}: {path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint"
+        )
+    if "state_dict" not in checkpoint:
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            raise ConfigError(
+                f"{what}: {path} is not a Lightning checkpoint: it is a plain state_dict "
+                f"(torch.save(model.state_dict())); encoder weights go to --model.encoder_weights"
+            )
+        raise ConfigError(f"{what}: {path} is not a Lightning checkpoint (no 'state_dict')")
+    return checkpoint
+
+
+def _unsupported_global(error: BaseException) -> str:
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if found:
+        return f"{found.group(1)} is not an allowed global"
+
+    return _sentence(error)
+
+
+def check_seglight_checkpoint(
+    path: str | Path, checkpoint: dict[str, Any], what: str = "ckpt_path"
+) -> None:
+    """ConfigError unless the Lightning checkpoint was saved from a seglight SegmentationModule:
+    hyper-parameters naming an `arch` and the network's weights under `net.`."""
+    hparams = checkpoint.get("hyper_parameters")
+    has_net = any(str(k).startswith("net.") for k in checkpoint["state_dict"])
+    if not isinstance(hparams, dict) or "arch" not in hparams or not has_net:
+        owner = hparams.get("_class_path") if isinstance(hparams, dict) else None
+        of = f" (it holds a {owner})" if owner else ""
+        raise ConfigError(
+            f"{what}: {path} is not a checkpoint of a seglight SegmentationModule but of another "
+            f"LightningModule{of}"
+        )
+
+
+def check_matches_model(
+    path: str | Path, checkpoint: dict[str, Any], model: torch.nn.Module, what: str = "ckpt_path"
+) -> None:
+    """ConfigError when the checkpoint's weights do not fit `model` (another architecture,
+    encoder or number of classes): the first missing, unexpected or differently shaped one."""
+    expected = model.state_dict()
+    saved = checkpoint["state_dict"]
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    shape = {k: tuple(getattr(v, "shape", ())) for k, v in saved.items()}
+    reshaped = [k for k in expected if k in saved and shape[k] != tuple(expected[k].shape)]
+    if reshaped:
+        k = reshaped[0]
+        raise ConfigError(
+            f"{what}: {path} does not fit the configured model: {k} is "
+            f"{shape[k]} there, {tuple(expected[k].shape)} here "
+            f"({len(reshaped)} tensors differ; another num_classes, arch or encoder?)"
+        )
+    if missing or unexpected:
+        parts = [f"{len(missing)} weights missing (e.g. {missing[0]})"] if missing else []
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise ConfigError(
+            f"{what}: {path} does not fit the configured model: {', '.join(parts)}; "
+            f"another arch or encoder?"
+        )
+
+
+def check_resumable(path: str | Path, checkpoint: dict[str, Any], what: str = "ckpt_path") -> None:
+    """`fit --ckpt_path` restores the optimizer and loops: a weights-only file cannot."""
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise ConfigError(
+            f"{what}: {path} holds the weights only (ModelCheckpoint save_weights_only=true): "
+            f"`fit` cannot resume from it; validate/test/predict/export can use it"
+        )
+
+
+# --- building the module from the dict ---------------------------------------------------------
+
+
+def module_class(checkpoint: dict[str, Any], path: str | Path, what: str = "ckpt_path") -> type:
+    """The class LightningCLI recorded (`--model path.to.Subclass`), imported as `fit` would;
+    SegmentationModule when the checkpoint names none."""
+    from seglight.module import SegmentationModule  # seglight.module imports this module
+
+    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if not class_path:
+        return SegmentationModule
+    module_name, _, name = str(class_path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(
+            f"{what}: {path} holds a {class_path}, which cannot be imported ({_sentence(e)}); "
+            f"put the module that defines it on PYTHONPATH"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, SegmentationModule)):
+        raise ConfigError(f"{what}: {path} holds a {class_path}, not a SegmentationModule")
+    return cls
+
+
+def load_module(
+    path: str | Path,
+    map_location: Any = None,
+    hparams_file: str | Path | None = None,
+    strict: bool | None = None,
+    *,
+    cls: type | None = None,
+    weights_only: bool = True,
+    what: str = "ckpt_path",
+    **hparams: Any,
+) -> L.LightningModule:
+    """`cls` (default: the class the checkpoint names, see module_class) rebuilt from a local
+    checkpoint file read once: checked (read_checkpoint, check_seglight_checkpoint), then built
+    from that dict as Lightning's load_from_checkpoint builds it (hparams, `hparams` overriding
+    them, on_load_checkpoint, load_state_dict) and moved to the device of its weights.
+    map_location: as torch.load's; None keeps the saved device where it exists, else the CPU."""
+    checkpoint = read_checkpoint(path, what, map_location or _saved_or_cpu, weights_only)
+    check_seglight_checkpoint(path, checkpoint, what)
+    checkpoint, _ = migrate_checkpoint(checkpoint)  # files of older Lightning versions
+    if hparams_file is not None:
+        checkpoint["hyper_parameters"] = load_hparams_from_yaml(hparams_file)
+    return build_module(cls or module_class(checkpoint, path, what), checkpoint, strict, **hparams)
+
+
+def build_module(
+    cls: type, checkpoint: dict[str, Any], strict: bool | None = None, **hparams: Any
+) -> L.LightningModule:
+    """The module of an already-read checkpoint dict (Lightning's core.saving._load_state, with
+    public APIs): the saved hyper-parameters, then `hparams`, as __init__ arguments."""
+    kwargs = dict(checkpoint.get("hyper_parameters") or {}) | hparams
+    name = checkpoint.get("hparams_name")  # hparams saved as one argument of __init__
+    params = inspect.signature(cls.__init__).parameters
+    if name and name in params:
+        kwargs = {name: kwargs}
+    instantiator = kwargs.pop("_instantiator", None)
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params and k != "self"}
+    if instantiator is None:
+        module = cls(**kwargs)
+    elif instantiator in ALLOWED_INSTANTIATORS:  # the CLI's: jsonargparse types the arguments
+        from lightning.pytorch.cli import instantiate_module
+
+        module = instantiate_module(cls, kwargs)
+    else:
+        raise ConfigError(
+            f"load: the checkpoint names the instantiator {instantiator!r}, which is not "
+            f"one of {sorted(ALLOWED_INSTANTIATORS)}; it would run code from the checkpoint"
+        )
+    strict = module.strict_loading if strict is None else strict
+    if is_overridden("configure_model", module):
+        module.configure_model()
+    module.on_load_checkpoint(checkpoint)
+    keys = module.load_state_dict(checkpoint["state_dict"], strict=strict)
+    if not strict and keys.missing_keys:
+        rank_zero_warn(f"Weights of the model missing in the checkpoint: {keys.missing_keys}")
+    if not strict and keys.unexpected_keys:
+        rank_zero_warn(f"Weights in the checkpoint not in the model: {keys.unexpected_keys}")
+    tensors = (t for t in checkpoint["state_dict"].values() if isinstance(t, torch.Tensor))
+    return module.to(next(tensors, torch.tensor(0)).device)
+
+
+def _saved_or_cpu(storage: Any, location: str) -> Any:
+    """torch.load map_location: the saved device when this machine has it, else the CPU."""
+    if location.startswith("cuda") and not torch.cuda.is_available():
+        return storage.cpu()
+    if location.startswith("mps") and not torch.backends.mps.is_available():
+        return storage.cpu()
+    if location.startswith("xla") and not XLAAccelerator.is_available():
+        return storage.cpu()
+    return None
+
+
+# --- --ckpt_path of the CLI --------------------------------------------------------------------
+
+
+def cli_model_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The `model` section LightningCLI puts into the config from a checkpoint's hyper-parameters
+    (LightningCLI._parse_ckpt_path, from the dict already read); None when it holds none."""
+    hparams = dict(checkpoint.get("hyper_parameters") or {})  # a copy: the dict goes on to the run
+    hparams.pop("_instantiator", None)
+    if not hparams:
+        return None
+    if "_class_path" in hparams:
+        return {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+    return hparams
+
+
+def check_ckpt_path(
+    subcommand: str,
+    ckpt_path: str | None,
+    trainer: L.Trainer,
+    model: torch.nn.Module,
+    read: tuple[str, dict[str, Any]] | None = None,
+) -> tuple[str | None, dict[str, Any] | None]:
+    """--ckpt_path checked before anything runs, and the dict it read (None where it read none):
+    `last` becomes the newest last checkpoint (none: `fit` starts from scratch, saying so; the
+    other subcommands stop), a local file must be a seglight checkpoint that fits `model` (and,
+    for `fit`, hold the training state). `read`: (path, dict) already read from that path.
+    `best`, `hpc`, URLs and registry names are left to Lightning."""
+    if ckpt_path is None:
+        return None, None
+    text = str(ckpt_path)
+    if text == "last":
+        candidates = last_checkpoint_candidates(trainer)
+        if not candidates:
+            where = _last_dirs(trainer)
+            if subcommand != "fit":
+                raise ConfigError(f"ckpt_path: last: no last checkpoint in {where}")
+            rank_zero_info(f"seglight: --ckpt_path last: no last checkpoint in {where} yet; "
+                           f"training starts from scratch")  # fmt: skip
+            return None, None
+        text = str(max(candidates, key=lambda p: p.stat().st_mtime))
+    elif text in ("best", "hpc") or "://" in text or text.startswith("registry:"):
+        return text, None
+    checkpoint = read[1] if read and str(read[0]) == text else read_checkpoint(text)
+    check_seglight_checkpoint(text, checkpoint)
+    if getattr(model, "strict_loading", True):
+        check_matches_model(text, checkpoint, model)
+    if subcommand == "fit":
+        check_resumable(text, checkpoint)
+    return text, checkpoint
+
+
+def resolve_ckpt_path(
+    subcommand: str, ckpt_path: str | None, trainer: L.Trainer, model: torch.nn.Module
+) -> str | None:
+    """check_ckpt_path's path alone."""
+    return check_ckpt_path(subcommand, ckpt_path, trainer, model)[0]
+
+
+def hand_over(trainer: L.Trainer, path: str, checkpoint: dict[str, Any]) -> bool:
+    """Give the checkpoint read for the checks to the trainer's AtomicCheckpointIO, which returns
+    it when Lightning loads `path` (fit/validate/test/predict with ckpt_path): one read, not two.
+    False when another CheckpointIO is configured: Lightning then reads the file again."""
+    checkpoint_io = trainer.strategy.checkpoint_io
+    if not isinstance(checkpoint_io, AtomicCheckpointIO):
+        return False
+    checkpoint_io.preload(path, checkpoint)
+    return True
+
+
+def last_checkpoint_candidates(trainer: L.Trainer) -> list[Path]:
+    """Every `last*.ckpt` Lightning's `ckpt_path="last"` would consider, plus
+    <default_root_dir>/checkpoints/last.ckpt, where a pre-empted run without ModelCheckpoint
+    saves (seglight.preemption.last_checkpoint_path)."""
+    found = {Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"}
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            found |= {Path(p) for p in callback._find_last_checkpoints(trainer)}
+        elif isinstance(callback, OnExceptionCheckpoint):
+            found.add(Path(callback.ckpt_path))
+    return sorted(p for p in found if p.is_file())
+
+
+def _last_dirs(trainer: L.Trainer) -> str:
+    folders = {str(Path(trainer.default_root_dir) / "checkpoints")}
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            folders.add(str(callback.dirpath))
+    return " or ".join(sorted(folders))

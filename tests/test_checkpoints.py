@@ -1,0 +1,99 @@
+"""seglight.checkpoints, the one checkpoint loader: each file is read once (torch.load counted)
+by load_from_checkpoint, `export` and `test`/`fit --ckpt_path`; the old seglight.checkpointing
+names still import, with a warning, as the same objects."""
+
+import importlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from seglight import SegmentationModule
+from seglight.callbacks.atomic_io import AtomicCheckpointIO
+from seglight.cli import main
+from seglight.cli.export import load_module
+
+from conftest import QUICKSTART, ROOT, TINY
+
+OLD = ROOT / "tests" / "fixtures" / "pre_redesign.ckpt"
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """What each torch.load call read: a path, or the name of the file object it was given."""
+    seen, load = [], torch.load
+
+    def counting(f, *args, **kwargs):
+        name = f if isinstance(f, str | Path) else getattr(f, "path", None) or f.name
+        seen.append(Path(name).resolve())
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    return seen
+
+
+def test_load_from_checkpoint_reads_the_file_once(loads):
+    model = SegmentationModule.load_from_checkpoint(OLD)
+    assert model.hparams.encoder_name == "tu-mobilenetv3_small_050"
+    assert loads == [OLD.resolve()]
+
+
+def test_export_loader_reads_the_file_once(loads):
+    module = load_module(OLD)
+    assert isinstance(module, SegmentationModule) and not module.training
+    assert loads == [OLD.resolve()]
+
+
+@pytest.mark.parametrize("subcommand", ["test", "fit"])
+def test_cli_ckpt_path_reads_the_file_once(in_tmp, loads, subcommand):
+    ckpt = in_tmp / "old.ckpt"
+    shutil.copy(OLD, ckpt)
+    more = ["--trainer.max_epochs=2", "--trainer.limit_val_batches=1"] * (subcommand == "fit")
+    main([subcommand, "--config", QUICKSTART, *TINY, *more, f"--ckpt_path={ckpt}",
+          "--trainer.default_root_dir=run"])  # fmt: skip
+    assert loads.count(ckpt.resolve()) == 1, loads
+    assert next((in_tmp / "run").rglob("test_report.json" if subcommand == "test" else "*.ckpt"))
+
+
+def test_preloaded_checkpoint_is_used_once_and_only_for_an_unchanged_file(tmp_path, loads):
+    path = tmp_path / "a.ckpt"
+    torch.save({"state_dict": {}, "n": 1}, path)
+    io = AtomicCheckpointIO()
+    io.preload(path, {"state_dict": {}, "n": "preloaded"})
+    assert io.load_checkpoint(path)["n"] == "preloaded" and loads == []
+    assert io.load_checkpoint(path)["n"] == 1 and len(loads) == 1  # let go after one use
+    io.preload(path, {"state_dict": {}, "n": "preloaded"})
+    torch.save({"state_dict": {}, "n": 2, "pad": torch.zeros(8)}, path)  # replaced since
+    assert io.load_checkpoint(path)["n"] == 2
+
+
+MOVED = {
+    "AtomicCheckpointIO": "seglight.callbacks.atomic_io",
+    "remove_stale_partials": "seglight.callbacks.atomic_io",
+    "use_atomic_checkpoint_io": "seglight.callbacks.atomic_io",
+    "PARTIAL_PREFIX": "seglight.callbacks.atomic_io",
+    "PARTIAL_SUFFIX": "seglight.callbacks.atomic_io",
+    "STALE_AFTER_S": "seglight.callbacks.atomic_io",
+    "read_checkpoint": "seglight.checkpoints",
+    "check_seglight_checkpoint": "seglight.checkpoints",
+    "check_matches_model": "seglight.checkpoints",
+    "check_resumable": "seglight.checkpoints",
+    "resolve_ckpt_path": "seglight.checkpoints",
+    "last_checkpoint_candidates": "seglight.checkpoints",
+}
+
+
+@pytest.mark.parametrize("name", MOVED)
+def test_old_import_path_warns_and_gives_the_same_object(name):
+    old = importlib.import_module("seglight.checkpointing")
+    with pytest.warns(FutureWarning, match=f"seglight.checkpointing.{name} moved"):
+        value = getattr(old, name)
+    assert value is getattr(importlib.import_module(MOVED[name]), name)
+
+
+def test_old_plugin_class_path_in_a_config_still_works(in_tmp):
+    plugin = "--trainer.plugins=seglight.checkpointing.AtomicCheckpointIO"
+    with pytest.warns(FutureWarning, match="AtomicCheckpointIO moved"):
+        cli = main(["--config", QUICKSTART, *TINY, plugin], run=False)
+    assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
