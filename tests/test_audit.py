@@ -269,3 +269,15 @@ def test_synthetic_data(in_tmp, capsys):
     assert [r["pixels"] for r in report["classes"]] == counts[:5].tolist()
     assert report["ignored_pixels"] == counts[255]
     assert report["image_sizes"]["most_common"] == [{"height": 32, "width": 32, "count": 4}]
+
+
+def test_fit_flags_of_every_kind_are_parsed_and_ignored():
+    from seglight.cli.audit import build_parser
+
+    flags = "--trainer.max_epochs=3 --trainer.callbacks+=X --model.optimizer.lr 3e-4 --optimizer=X"
+    flags += " --model=seglight.SegmentationModule --model.init_args.arch=FPN --seed_everything=7"
+    flags += " --ckpt_path=last --weights_only=false --rng_state=null"
+    cfg = build_parser().parse_args([*flags.split(), "--data.batch_size=3"])
+    assert cfg.data.init_args.batch_size == 3  # the data flags are used, the rest set nothing
+    assert cfg.trainer["max_epochs"] == "3" and cfg.model["arch"] == "FPN"
+    assert cfg.seed_everything == 7 and cfg.ckpt_path == "last" and cfg.optimizer == "X"

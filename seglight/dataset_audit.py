@@ -1,0 +1,272 @@
+"""Auditing a dataset: one pass over a split's files (or samples) giving image sizes, per-class
+pixel and image frequencies, ignored pixels, unexpected label values, unreadable / missing files,
+image-mask size mismatches, classes without a pixel, and class weights by median frequency
+balancing. `seglight audit` (seglight.cli.audit) is the command line around it.
+
+Every file is decoded once, by the data package's own readers (seglight.data.images, .io). Label
+statistics come from one bincount of the *stored* mask values, mapped to training ids through the
+dataset's LabelMap; a file with a problem is reported and left out of the statistics (training
+could not use it either).
+"""
+
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from seglight.data.dataset import FileDataset, SegmentationDataset
+from seglight.data.images import check_same_size, decode_image
+from seglight.data.io import LabelMap, missing_classes, read_mask_values
+from seglight.errors import DataError
+
+
+@dataclass
+class _Scan:
+    """What one sample contributed: image size (H, W), whether it has a mask, stored-value and
+    training-id pixel counts (256,) when it loaded cleanly, stored values that are not labels,
+    problems."""
+
+    size: tuple[int, int] | None = None
+    labelled: bool = False
+    stored: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    invalid: dict[int, int] = field(default_factory=dict)
+    problems: list[dict] = field(default_factory=list)
+
+
+def _problem(path, kind: str, detail: str) -> dict:
+    return {"file": str(path), "kind": kind, "detail": detail}
+
+
+def _kind(error: DataError, path) -> str:
+    """Which kind of problem a DataError from seglight.data.io describes."""
+    if not Path(path).exists():
+        return "missing"
+    text = str(error)
+    if "mask has mode" in text or "not in the class palette" in text:
+        return "bad_labels"  # decodes fine, but does not hold class indices
+    return "unreadable"
+
+
+def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
+    """Read one (image, mask) pair of a FileDataset; each file separately, each decoded once."""
+    image_path, mask_path = dataset.pairs[index]
+    scan = _Scan(labelled=mask_path is not None)
+    image = None
+    try:
+        image = decode_image(image_path, getattr(dataset, "exif_orientation", True))
+        scan.size = image.pixels.shape[:2]
+    except DataError as e:
+        scan.problems.append(_problem(image_path, _kind(e, image_path), str(e)))
+    if mask_path is None:
+        return scan
+    label_map = dataset.label_map
+    try:  # FileDataset.read_mask before its label map, which would refuse what is counted here
+        raw = read_mask_values(
+            mask_path, dataset.palette, dataset.ignore_colour, dataset.ignore_index
+        )
+    except DataError as e:
+        scan.problems.append(_problem(mask_path, _kind(e, mask_path), str(e)))
+        return scan
+    counts = label_map.counts(raw)  # (256,) pixels per stored value
+    bad = label_map.invalid_values(counts)
+    if bad:
+        scan.invalid = {v: int(counts[v]) for v in bad}
+        shown = ", ".join(f"{v} ({counts[v]} px)" for v in bad[:20])
+        detail = (
+            f"{mask_path}: mask has values {shown} that are not labels of this dataset "
+            f"(expected {label_map.describe()})"
+        )
+        scan.problems.append(_problem(mask_path, "bad_labels", detail))
+    if image is not None:
+        try:
+            check_same_size(image, raw, image_path, mask_path)
+        except DataError as e:
+            scan.problems.append(_problem(mask_path, "size_mismatch", str(e)))
+    if not scan.problems:
+        # Training-id counts: stored value v adds its counts[v] pixels to id lut[v].
+        scan.stored = counts
+        scan.ids = np.bincount(label_map.lut, weights=counts, minlength=256).astype(np.int64)
+    return scan
+
+
+def _scan_sample(dataset: SegmentationDataset, index: int, num_classes: int, ignore: int) -> _Scan:
+    """One sample of a dataset that is not file based: its mask already holds training ids."""
+    try:
+        sample = dataset.load(index)
+    except DataError as e:
+        return _Scan(problems=[_problem(f"sample {index}", "unreadable", str(e))])
+    scan = _Scan(size=sample.image.shape[:2], labelled=sample.mask is not None)
+    if sample.mask is None:
+        return scan
+    counts = np.bincount(sample.mask.ravel(), minlength=256)
+    valid = np.zeros(len(counts), bool)
+    valid[:num_classes] = True
+    valid[ignore] = True
+    bad = np.flatnonzero((counts > 0) & ~valid).tolist()
+    if bad:
+        scan.invalid = {v: int(counts[v]) for v in bad}
+        detail = f"{sample.name}: mask has values {bad[:20]} outside 0-{num_classes - 1}, {ignore}"
+        scan.problems.append(_problem(sample.name, "bad_labels", detail))
+    if sample.mask.shape[:2] != sample.image.shape[:2]:
+        detail = f"{sample.name}: image is {scan.size}, mask is {sample.mask.shape[:2]} (H, W)"
+        scan.problems.append(_problem(sample.name, "size_mismatch", detail))
+    if not scan.problems:
+        scan.ids = scan.stored = counts[:256].astype(np.int64)
+    return scan
+
+
+def _number(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def _sizes(sizes: list[tuple[int, int]], most_common: int = 10) -> dict:
+    if not sizes:
+        return {"height": None, "width": None, "most_common": []}
+    hw = np.array(sizes)
+    stats = {}
+    for axis, name in ((0, "height"), (1, "width")):
+        col = hw[:, axis]
+        stats[name] = {
+            "min": int(col.min()),
+            "max": int(col.max()),
+            "median": _number(np.median(col)),
+        }
+    common = Counter(map(tuple, hw.tolist())).most_common(most_common)
+    stats["most_common"] = [{"height": h, "width": w, "count": n} for (h, w), n in common]
+    return stats
+
+
+def median_frequency_weights(pixels: np.ndarray, present_pixels: np.ndarray) -> np.ndarray:
+    """Class weights by median frequency balancing (Eigen & Fergus, ICCV 2015):
+
+        freq_c   = pixels of class c / labelled pixels of the images in which c is present
+        weight_c = median over present classes of freq / freq_c
+
+    ("labelled pixels" leaves out ignore_index). A class present in no image has no weight: nan
+    (never 0, which would silence it, nor inf). pixels, present_pixels: (C,) counts. Returns
+    (C,) float64.
+    """
+    pixels = np.asarray(pixels, np.float64)
+    present_pixels = np.asarray(present_pixels, np.float64)
+    present = (pixels > 0) & (present_pixels > 0)
+    weights = np.full(len(pixels), np.nan)
+    if present.any():
+        freq = pixels[present] / present_pixels[present]
+        weights[present] = np.median(freq) / freq
+    return weights
+
+
+def audit_dataset(
+    dataset: SegmentationDataset,
+    class_names: Sequence[str],
+    ignore_index: int = 255,
+    split: str | None = None,
+    max_images: int | None = None,
+    workers: int = 1,
+) -> dict:
+    """Scan `dataset` (its first `max_images` samples, or all) and return a JSON-serialisable
+    report (see `format_report`). A FileDataset is read from its files (stored mask values,
+    through its label map); any other dataset through `load(i)`. `workers` threads read files
+    (image decoding releases the GIL); other datasets are read in this thread."""
+    num_classes = len(class_names)
+    total = len(dataset)
+    n = total if max_images is None else min(total, max_images)
+    if isinstance(dataset, FileDataset):
+        scans = _map(lambda i: _scan_pair(dataset, i), n, workers)
+    else:
+        scans = (_scan_sample(dataset, i, num_classes, ignore_index) for i in range(n))
+
+    stored = np.zeros(256, np.int64)  # pixels per stored mask value
+    pixels = np.zeros(num_classes, np.int64)  # pixels of class c
+    images = np.zeros(num_classes, np.int64)  # images in which class c is present
+    present_pixels = np.zeros(num_classes, np.int64)  # labelled pixels of those images
+    ignored = labelled = clean = 0
+    sizes: list[tuple[int, int]] = []
+    problems: list[dict] = []
+    unexpected: dict[int, dict] = {}
+    for scan in scans:
+        labelled += scan.labelled
+        if scan.size is not None:
+            sizes.append((int(scan.size[0]), int(scan.size[1])))
+        problems.extend(scan.problems)
+        for value, count in scan.invalid.items():
+            entry = unexpected.setdefault(value, {"pixels": 0, "files": 0})
+            entry["pixels"] += count
+            entry["files"] += 1
+        if scan.ids is None:
+            continue
+        clean += 1
+        stored += scan.stored
+        per_class = scan.ids[:num_classes]
+        pixels += per_class
+        ignored += int(scan.ids[ignore_index])
+        here = per_class > 0
+        images += here
+        present_pixels[here] += int(per_class.sum())
+
+    counted = int(pixels.sum())
+    weights = median_frequency_weights(pixels, present_pixels)
+    classes = []
+    for c, name in enumerate(class_names):
+        freq = pixels[c] / present_pixels[c] if present_pixels[c] else 0.0
+        classes.append(
+            {
+                "id": c,
+                "name": name,
+                "pixels": int(pixels[c]),
+                "pixel_fraction": float(pixels[c] / counted) if counted else 0.0,
+                "images": int(images[c]),
+                "frequency": float(freq),
+                "weight": None if np.isnan(weights[c]) else float(weights[c]),
+            }
+        )
+    absent = [row["name"] for row in classes if row["images"] == 0]
+    warnings = []
+    if clean and labelled and absent:  # no class may be lost silently
+        label_map = getattr(dataset, "label_map", None) or LabelMap.identity(
+            num_classes, ignore_index
+        )
+        partial = f" (first {n} of {total} images)" if n < total else ""
+        where = f"split {split}{partial}" if split else f"the dataset{partial}"
+        kind, detail = missing_classes(stored, label_map, class_names, where)
+        if kind == "absent_class" and partial:  # the rest of the split may hold them
+            warnings.append(detail)
+        else:
+            problems.append({"file": None, "kind": kind, "detail": detail})
+    if labelled == 0 and n:
+        warnings.append("no masks in this split: no label statistics")
+    return {
+        "split": split,
+        "dataset": type(dataset).__name__,
+        "num_images": n,
+        "total_images": total,
+        "num_labelled": labelled,
+        "num_in_statistics": clean,
+        "num_classes": num_classes,
+        "ignore_index": ignore_index,
+        "image_sizes": _sizes(sizes),
+        "mask_pixels": counted + ignored,
+        "ignored_pixels": ignored,
+        "ignored_fraction": float(ignored / (counted + ignored)) if counted + ignored else 0.0,
+        "classes": classes,
+        # No suggestion while a class has no pixel: 0 would silence it, and it has no frequency.
+        "class_weights": None if absent else [round(float(w), 6) for w in weights],
+        "absent_classes": absent,
+        "unexpected_values": {str(v): unexpected[v] for v in sorted(unexpected)},
+        "num_problems": len(problems),
+        "problems": problems,
+        "warnings": warnings,
+    }
+
+
+def _map(fn, n: int, workers: int):
+    """fn(0), ..., fn(n-1) in order, on `workers` threads."""
+    if workers <= 1 or n <= 1:
+        yield from map(fn, range(n))
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(fn, range(n))
