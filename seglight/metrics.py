@@ -29,32 +29,43 @@ class SegmentationMetrics(MulticlassJaccardIndex):
         )
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Count pixels. preds: (B, H, W) class indices; target: (B, H, W) with ignore_index.
+        """Count pixels. preds: (B, H, W) class indices in [0, C) (an argmax over C logits);
+        target: (B, H, W) class indices or ignore_index.
 
         Replaces torchmetrics' counting, which under `torch.use_deterministic_algorithms(True)`
         (Trainer(deterministic=True)) swaps torch.bincount for an (N pixels x C^2) int64 mesh:
         gigabytes for one 512x512 batch. torch.bincount on integer data without weights is
         exact, hence deterministic, on CPU and CUDA (torch only flags CUDA bincount with
-        float weights), so it is used directly.
+        float weights), so it is used directly. Labels outside [0, C) that are not ignore_index
+        raise a one-line ValueError.
         """
-        preds, target = preds.reshape(-1), target.reshape(-1)
-        if self.ignore_index is not None:
-            keep = target != self.ignore_index
-            preds, target = preds[keep], target[keep]
-        if target.numel() == 0:
-            return
         c = self.num_classes
-        lo = torch.minimum(target.min(), preds.min())
-        hi = torch.maximum(target.max(), preds.max())
-        if lo < 0 or hi >= c:
-            bad = torch.cat([target, preds])
-            bad = bad[(bad < 0) | (bad >= c)].unique()[:10].tolist()
-            raise ValueError(
-                f"label values {bad} are outside [0, {c}) and are not ignore_index "
-                f"({self.ignore_index}): the dataset's num_classes or ignore_index is wrong"
-            )
-        index = target.long() * c + preds.long()
-        self.confmat += torch.bincount(index, minlength=c * c).reshape(c, c)
+        # Cell of each pixel in a (C, C + 1) table: row = target, column = prediction; column C
+        # (which no argmax reaches) collects the ignored pixels, dropped below.
+        target, preds = target.reshape(-1).long(), preds.reshape(-1).long()  # (N,), (N,)
+        index = target * (c + 1) + preds
+        if self.ignore_index is not None:
+            index = torch.where(target == self.ignore_index, c, index)
+        # The label check rides on bincount, which sizes its output from the data anyway: no
+        # extra reduction or host sync. A target >= C lands beyond the table, a negative one
+        # below 0, which bincount refuses.
+        try:
+            counts = torch.bincount(index, minlength=c * (c + 1))
+        except RuntimeError:
+            counts = None
+        if counts is None or counts.numel() > c * (c + 1):
+            raise self._label_error(target)
+        self.confmat += counts.reshape(c, c + 1)[:, :c]
+
+    def _label_error(self, target: torch.Tensor) -> ValueError:
+        """The one-line error for labels outside [0, C) that are not ignore_index."""
+        c = self.num_classes
+        values = target[target != self.ignore_index] if self.ignore_index is not None else target
+        bad = values[(values < 0) | (values >= c)].unique()[:10].tolist()
+        return ValueError(
+            f"label values {bad} are outside [0, {c}) and are not ignore_index "
+            f"({self.ignore_index}): the dataset's num_classes or ignore_index is wrong"
+        )
 
     def compute(self) -> dict[str, torch.Tensor]:
         """{"mIoU", "pixel_acc", "mAcc": scalars; "IoU", "acc": (C,) per class, NaN if absent;

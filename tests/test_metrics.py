@@ -127,3 +127,21 @@ def test_deterministic_mode_stays_cheap(monkeypatch):
     ref = numpy_reference(batches[0][0], batches[0][1], 4)
     assert got["confmat"].sum() > ref["confmat"].sum()  # all three batches were counted
     np.testing.assert_array_equal(got["confmat"], run_metric(batches, 4)["confmat"])
+
+
+@pytest.mark.parametrize("bad", [-1, -5, 3, 254])
+def test_negative_and_too_large_labels_are_named_without_counting(bad):
+    metric = SegmentationMetrics(3, IGNORE)
+    target = torch.tensor([[[0, bad], [1, IGNORE]]])
+    with pytest.raises(ValueError, match=rf"\[{bad}\].*outside \[0, 3\)"):
+        metric.update(torch.zeros(1, 2, 2, dtype=torch.long), target)
+    assert int(metric.confmat.sum()) == 0  # nothing half-counted
+
+
+def test_the_check_adds_no_reduction_beyond_bincount(monkeypatch):
+    """Labels are checked where they are counted: no min/max/any (each a host sync on a GPU)."""
+    metric = SegmentationMetrics(3, IGNORE)
+    for name in ("min", "max", "aminmax", "any", "unique"):
+        monkeypatch.setattr(torch.Tensor, name, lambda *a, **k: pytest.fail("extra reduction"))
+    metric.update(torch.tensor([[[0, 1], [2, 2]]]), torch.tensor([[[0, 1], [IGNORE, 2]]]))
+    assert metric.confmat.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
