@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from lightning.pytorch.accelerators import XLAAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
-from lightning.pytorch.core.saving import load_hparams_from_yaml
+from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.migration import migrate_checkpoint, pl_legacy_patch
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -215,20 +215,34 @@ def load_module(
     check_seglight_checkpoint(path, checkpoint, what)
     checkpoint, _ = migrate_checkpoint(checkpoint)  # files of older Lightning versions
     if hparams_file is not None:
-        checkpoint["hyper_parameters"] = load_hparams_from_yaml(hparams_file)
-    return build_module(cls or module_class(checkpoint, path, what), checkpoint, strict, **hparams)
+        checkpoint["hyper_parameters"] = _hparams_file(hparams_file, what)
+    cls = cls or module_class(checkpoint, path, what)
+    return build_module(cls, checkpoint, strict, hparams, f"{what}: {path}")
+
+
+def _hparams_file(path: str | Path, what: str) -> dict[str, Any]:
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".csv", ".yml", ".yaml"):
+        raise ConfigError(f"{what}: hparams_file {path} must be a .csv, .yml or .yaml file")
+    return load_hparams_from_tags_csv(path) if suffix == ".csv" else load_hparams_from_yaml(path)
 
 
 def build_module(
-    cls: type, checkpoint: dict[str, Any], strict: bool | None = None, **hparams: Any
+    cls: type,
+    checkpoint: dict[str, Any],
+    strict: bool | None = None,
+    hparams: dict[str, Any] | None = None,
+    source: str = "checkpoint",
 ) -> L.LightningModule:
     """The module of an already-read checkpoint dict (Lightning's core.saving._load_state, with
-    public APIs): the saved hyper-parameters, then `hparams`, as __init__ arguments."""
-    kwargs = dict(checkpoint.get("hyper_parameters") or {}) | hparams
+    public APIs): the saved hyper-parameters, then `hparams`, as __init__ arguments. `source`
+    names the file in errors."""
+    kwargs = dict(checkpoint.get("hyper_parameters") or {})
     name = checkpoint.get("hparams_name")  # hparams saved as one argument of __init__
     params = inspect.signature(cls.__init__).parameters
     if name and name in params:
         kwargs = {name: kwargs}
+    kwargs |= hparams or {}
     instantiator = kwargs.pop("_instantiator", None)
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         kwargs = {k: v for k, v in kwargs.items() if k in params and k != "self"}
@@ -240,8 +254,8 @@ def build_module(
         module = instantiate_module(cls, kwargs)
     else:
         raise ConfigError(
-            f"load: the checkpoint names the instantiator {instantiator!r}, which is not "
-            f"one of {sorted(ALLOWED_INSTANTIATORS)}; it would run code from the checkpoint"
+            f"{source} names the instantiator {instantiator!r}, not one of "
+            f"{sorted(ALLOWED_INSTANTIATORS)}: loading it would run code named by the file"
         )
     strict = module.strict_loading if strict is None else strict
     if is_overridden("configure_model", module):

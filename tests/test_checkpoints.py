@@ -13,6 +13,7 @@ from seglight import SegmentationModule
 from seglight.callbacks.atomic_io import AtomicCheckpointIO
 from seglight.cli import main
 from seglight.cli.export import load_module
+from seglight.errors import ConfigError
 
 from conftest import QUICKSTART, ROOT, TINY
 
@@ -43,6 +44,27 @@ def test_export_loader_reads_the_file_once(loads):
     module = load_module(OLD)
     assert isinstance(module, SegmentationModule) and not module.training
     assert loads == [OLD.resolve()]
+
+
+def test_built_from_the_read_dict_as_lightning_builds_it():
+    ours = SegmentationModule.load_from_checkpoint(OLD, nonfinite_loss="skip")
+    lightnings = super(SegmentationModule, SegmentationModule).load_from_checkpoint(
+        OLD, nonfinite_loss="skip"
+    )
+    assert type(ours) is type(lightnings) and dict(ours.hparams) == dict(lightnings.hparams)
+    assert ours.hparams.nonfinite_loss == "skip" and ours.class_names == lightnings.class_names
+    theirs = lightnings.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.state_dict().items())
+
+
+def test_an_instantiator_outside_the_allowlist_is_refused(tmp_path):
+    checkpoint = torch.load(OLD, weights_only=True)
+    checkpoint["hyper_parameters"]["_instantiator"] = "os.system"
+    path = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(ConfigError, match="instantiator 'os.system'") as info:
+        SegmentationModule.load_from_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("subcommand", ["test", "fit"])
