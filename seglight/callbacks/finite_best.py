@@ -1,11 +1,7 @@
 """FiniteBestCheckpoint: a ModelCheckpoint whose best/top-k checkpoints only ever hold finite
 scores, whose last.ckpt is the last one, which saves nothing under fast_dev_run, and whose folder
 follows the run's default_root_dir (it was seglight.best_checkpoint.ModelCheckpoint).
-Used by every config in configs/:
-
-    callbacks:
-      - class_path: seglight.callbacks.FiniteBestCheckpoint
-        init_args: {filename: best, monitor: val/mIoU, mode: max, save_last: true}
+Every recipe in configs/ lists it through configs/shared/best_checkpoint.yaml.
 
 What Lightning 2.6's own ModelCheckpoint does (lightning/pytorch/callbacks/model_checkpoint.py):
 - NaN while fewer than save_top_k checkpoints are kept (the first validation with save_top_k=1,
