@@ -5,12 +5,12 @@
     check_*              a seglight checkpoint? fitting the configured model? resumable by `fit`?
     load_module          the SegmentationModule (or the subclass it names) built from that dict:
                          SegmentationModule.load_from_checkpoint and `seglight export` use it
-    check_ckpt_path      --ckpt_path (`last` resolved) checked before anything runs; the dict
+    check_ckpt_path      --ckpt_path (`last`, `best` resolved) checked before any run; the dict
                          it read goes to the run's AtomicCheckpointIO (hand_over), so Lightning's
                          restore does not read the file again
 
-Where Lightning reads a file itself (remote paths, `best`/`hpc`, a CheckpointIO named in the
-config) it reads it with its own checks; seglight reads local files only.
+Where Lightning reads a file itself (remote paths, `hpc`, a CheckpointIO named in the config)
+it reads it with its own checks; seglight reads local files only.
 """
 
 import importlib
@@ -305,9 +305,10 @@ def check_ckpt_path(
 ) -> tuple[str | None, dict[str, Any] | None]:
     """--ckpt_path checked before anything runs, and the dict it read (None where it read none):
     `last` becomes the newest last checkpoint (none: `fit` starts from scratch, saying so; the
-    other subcommands stop), a local file must be a seglight checkpoint that fits `model` (and,
-    for `fit`, hold the training state). `read`: (path, dict) already read from that path.
-    `best`, `hpc`, URLs and registry names are left to Lightning."""
+    other subcommands stop), `best` the best checkpoint's file (best_checkpoint), and a local
+    file must be a seglight checkpoint that fits `model` (and, for `fit`, hold the training
+    state). `read`: (path, dict) already read from that path. `hpc`, URLs, registry names and
+    a `best` that cannot be known before the run are left to Lightning."""
     if ckpt_path is None:
         return None, None
     text = str(ckpt_path)
@@ -321,6 +322,10 @@ def check_ckpt_path(
                            f"training starts from scratch")  # fmt: skip
             return None, None
         text = str(max(candidates, key=lambda p: p.stat().st_mtime))
+    elif text == "best" and subcommand != "fit" and (best := best_checkpoint(trainer)):
+        if not best.is_file():
+            raise ConfigError(f"ckpt_path: best: no {best.name} in {best.parent} (written by fit)")
+        text = str(best)
     elif text in ("best", "hpc") or "://" in text or text.startswith("registry:"):
         return text, None
     checkpoint = read[1] if read and str(read[0]) == text else read_checkpoint(text)
@@ -348,6 +353,19 @@ def hand_over(trainer: L.Trainer, path: str, checkpoint: dict[str, Any]) -> bool
         return False
     checkpoint_io.preload(path, checkpoint)
     return True
+
+
+def best_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The file `best` names in a new process (Lightning knows it only in the process that ran
+    `fit`): the first ModelCheckpoint's, when it monitors a metric and its name is fixed (as
+    seglight's best.ckpt); None when that cannot be known before the run."""
+    callback = trainer.checkpoint_callback
+    if not isinstance(callback, ModelCheckpoint) or callback.best_model_path:
+        return None
+    name = callback.filename
+    if not (callback.monitor and callback.dirpath and name) or "{" in name:
+        return None
+    return Path(callback.dirpath) / f"{name}{callback.FILE_EXTENSION}"
 
 
 def last_checkpoint_candidates(trainer: L.Trainer) -> list[Path]:

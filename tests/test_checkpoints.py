@@ -18,6 +18,9 @@ from seglight.errors import ConfigError
 from conftest import QUICKSTART, ROOT, TINY
 
 OLD = ROOT / "tests" / "fixtures" / "pre_redesign.ckpt"
+# Its model: `best` and `last` are no files when the CLI parses, so their hparams are not read.
+OLD_MODEL = ["--model.encoder_name=tu-mobilenetv3_small_050",
+             "--model.model_kwargs={decoder_channels: [8, 8, 8, 8, 8]}"]  # fmt: skip
 
 
 @pytest.fixture
@@ -76,6 +79,19 @@ def test_cli_ckpt_path_reads_the_file_once(in_tmp, loads, subcommand):
           "--trainer.default_root_dir=run"])  # fmt: skip
     assert loads.count(ckpt.resolve()) == 1, loads
     assert next((in_tmp / "run").rglob("test_report.json" if subcommand == "test" else "*.ckpt"))
+    if subcommand == "fit":  # `best` in a new process: the best checkpoint fit wrote, read once
+        main(["test", "--config", QUICKSTART, *TINY, *OLD_MODEL, "--ckpt_path=best",
+              "--trainer.default_root_dir=run"])  # fmt: skip
+        assert loads.count((in_tmp / "run/checkpoints/best.ckpt").resolve()) == 1, loads
+        assert next((in_tmp / "run").rglob("test_report.json"))
+
+
+def test_best_without_a_best_checkpoint_is_one_line(in_tmp, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["test", "--config", QUICKSTART, *TINY, "--ckpt_path=best"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and "ckpt_path: best: no best.ckpt in" in err, err
+    assert "outputs/quickstart/checkpoints" in err
 
 
 def test_preloaded_checkpoint_is_used_once_and_only_for_an_unchanged_file(tmp_path, loads):
