@@ -14,9 +14,10 @@ training ids are k - 1 and 0 becomes ignore (mmsegmentation's `reduce_zero_label
 
 from pathlib import Path
 
-from seglight.data.base import DiskDataModule, Split
+from seglight.data.base import Split
 from seglight.data.cityscapes import list_folders, show_path
 from seglight.data.dataset import FileDataset
+from seglight.data.disk import DiskDataModule
 from seglight.data.io import LabelMap
 from seglight.errors import DataError
 

@@ -9,7 +9,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -20,18 +19,17 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from seglight._moved import moved
 from seglight.data.dataset import FileDataset, SegmentationDataset, collate_padded
-from seglight.data.io import IMAGE_EXTENSIONS, LabelMap
-from seglight.data.predict import ImageFolderDataset, find_images
+from seglight.data.predict import ImageFolderDataset, folder_dataset
 from seglight.data.sampling import ResumableSampler
 from seglight.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TransformSpec,
     build_pipeline,
-    train_preset,
 )
-from seglight.errors import ConfigError, DataError
+from seglight.errors import ConfigError
 
 Split = Literal["train", "val", "test", "predict"]
 
@@ -172,28 +170,10 @@ class SegmentationDataModule(L.LightningDataModule):
         return dataset
 
     def image_folder(self, folder: str, transform: Any) -> ImageFolderDataset:
-        """Every image under `folder`, sub-folders included (hidden ones skipped), without
-        masks: for `predict`. Outputs mirror the folder's tree; a file that cannot be read is
-        reported and skipped (see seglight.data.predict)."""
-        path = Path(folder).expanduser()
-        if not path.is_dir():
-            raise DataError(f"data.predict_dir: {path} is not a folder")
-        images, others = find_images(path)
-        if not images:
-            raise DataError(
-                f"data.predict_dir: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path} or its "
-                "sub-folders; point it at the folder that holds them"
-            )
-        if others:  # said, not silently dropped: e.g. .heic photos or .gif files
-            shown = ", ".join(str(f) for f in others[:5]) + (", ..." if len(others) > 5 else "")
-            rank_zero_info(
-                f"seglight: data.predict_dir: {len(others)} file(s) in {path} are not images by "
-                f"their extension ({', '.join(IMAGE_EXTENSIONS)}) and are left out: {shown}"
-            )
-        label_map = LabelMap.identity(max(self.num_classes, 1), self.ignore_index)
-        dataset = ImageFolderDataset(path, images, label_map, transform)
-        dataset.exif_orientation = self.exif_orientation
-        return dataset
+        """Every image under `folder`, sub-folders included, without masks: for `predict`
+        (seglight.data.predict.folder_dataset)."""
+        return folder_dataset(folder, transform, max(self.num_classes, 1), self.ignore_index,
+                              self.exif_orientation)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         # drop_last: a last batch of 1 would break BatchNorm and skew the step's loss.
@@ -329,36 +309,4 @@ def _eval_sampler(dataset: SegmentationDataset):
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
-class DiskDataModule(SegmentationDataModule):
-    """A dataset on disk under `root`, with named splits, trained on random crops with the
-    benchmark preset (transforms.train_preset). VOC, Cityscapes and ADE20K build on it.
-
-    Args:
-        root: the dataset's folder.
-        crop_size: (height, width) of the training crops.
-        scale_range: (min, max) random rescale factor of training images before cropping.
-        splits: the dataset's split name for each of "train", "val", "test" and "predict".
-        **kwargs: loader and transform options of SegmentationDataModule.
-    """
-
-    def __init__(
-        self,
-        root: str,
-        crop_size: tuple[int, int],
-        scale_range: tuple[float, float],
-        splits: dict[str, str | None],
-        **kwargs,
-    ) -> None:
-        h, w = (int(v) for v in crop_size)
-        lo, hi = (float(v) for v in scale_range)
-        if h < 1 or w < 1:
-            raise ConfigError(f"data.crop_size: must be positive (height, width), got {crop_size}")
-        if not 0 < lo <= hi:
-            raise ConfigError(f"data.scale_range: need 0 < min <= max, got {scale_range}")
-        self.root = Path(root).expanduser()
-        self.crop_size, self.scale_range = (h, w), (lo, hi)
-        self.splits = splits
-        super().__init__(**kwargs)
-
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return train_preset(self.crop_size, self.scale_range)
+__getattr__ = moved(__name__, {"DiskDataModule": "seglight.data.disk"})  # its old path

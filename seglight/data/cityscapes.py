@@ -16,8 +16,9 @@ is what the official evaluation script reads.
 
 from pathlib import Path
 
-from seglight.data.base import DiskDataModule, Split
+from seglight.data.base import Split
 from seglight.data.dataset import FileDataset
+from seglight.data.disk import DiskDataModule
 from seglight.data.io import LabelMap
 from seglight.errors import DataError
 

@@ -14,22 +14,19 @@ the training and validation masks are decoded once (no images) to check that eve
 and so are the evaluation masks at `validate` and `test` (warnings only): see `label_check`.
 """
 
-import json
 import random
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
-from seglight.data.base import SegmentationDataModule, Split, default_num_workers
+from seglight.data.base import SegmentationDataModule, Split
 from seglight.data.dataset import FileDataset
-from seglight.data.io import IMAGE_EXTENSIONS, LabelMap, missing_classes, read_mask_values
+from seglight.data.folder_labels import label_map_of, load_classes, stored_value_counts
+from seglight.data.io import IMAGE_EXTENSIONS, missing_classes
 from seglight.data.transforms import TransformSpec, train_preset
 from seglight.errors import ConfigError, DataError
 
@@ -95,7 +92,7 @@ class FolderDataModule(SegmentationDataModule):
         **kwargs,
     ) -> None:
         self.root = Path(root).expanduser()
-        names, file_colors = _load_classes(classes, classes_file, self.root)
+        names, file_colors = load_classes(classes, classes_file, self.root)
         colors = colors or file_colors
         if colors is not None and len(colors) != len(names):
             raise ConfigError(f"data.colors: {len(colors)} colours for {len(names)} classes")
@@ -123,7 +120,7 @@ class FolderDataModule(SegmentationDataModule):
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.crop_size = tuple(crop_size) if crop_size else None
         self.scale_range = tuple(scale_range)
-        self.label_map = _label_map(mask_map, len(names), ignore_index, mask_format)
+        self.label_map = label_map_of(mask_map, len(names), ignore_index, mask_format)
         super().__init__(**kwargs)
 
     def default_train_transforms(self) -> list[TransformSpec]:
@@ -266,90 +263,7 @@ def _naming_hint(
     return f"; the masks look named <name>{ending}: set data.mask_suffix: {ending}"
 
 
-def _label_map(
-    mask_map: dict[int, int] | None, num_classes: int, ignore_index: int, mask_format: str
-) -> LabelMap:
-    """The LabelMap of `mask_map` (stored value -> class index or ignore_index), checked; the
-    stored value ignore_index stays unlabelled unless the map gives it a class."""
-    if mask_map is None:
-        return LabelMap.identity(num_classes, ignore_index)
-    if mask_format == "rgb":
-        raise ConfigError(
-            "data.mask_map: applies to index masks; rgb masks map colours to classes through "
-            "data.colors (set data.mask_map: null)"
-        )
-    if not mask_map:
-        raise ConfigError("data.mask_map: empty; give stored value -> class, e.g. {0: 0, 255: 1}")
-    for value, index in mask_map.items():
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
-            raise ConfigError(
-                f"data.mask_map: key {value!r} is not a stored 8-bit mask value (0-255)"
-            )
-        if (
-            isinstance(index, bool)
-            or not isinstance(index, int)
-            or not (0 <= index < num_classes or index == ignore_index)
-        ):
-            raise ConfigError(
-                f"data.mask_map: {value} -> {index!r} is not a class index (0-{num_classes - 1}) "
-                f"nor data.ignore_index ({ignore_index})"
-            )
-    return LabelMap({ignore_index: ignore_index} | dict(mask_map), num_classes, ignore_index)
-
-
-def stored_value_counts(dataset: FileDataset, workers: int | None = None) -> np.ndarray:
-    """(256,) int64 pixel count of each stored mask value over the dataset's masks, each mask
-    decoded once on `workers` threads (default: one per core, at most 8). A mask with values
-    that are not labels raises the same DataError as training would."""
-    label_map = dataset.label_map
-
-    def count(pair: tuple[Path, Path | None]) -> np.ndarray:
-        path = pair[1]
-        if path is None:
-            return np.zeros(256, np.int64)
-        raw = read_mask_values(path, dataset.palette, dataset.ignore_colour, dataset.ignore_index)
-        counts = label_map.counts(raw)
-        if label_map.invalid_values(counts):
-            label_map.apply(raw, path)  # raises, naming the file and its values
-        return counts
-
-    workers = workers or max(1, default_num_workers())
-    total = np.zeros(256, np.int64)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for counts in pool.map(count, dataset.pairs):
-            total += counts
-    return total
-
-
 @rank_zero_only
 def warn(message: str) -> None:
     """A warning on stderr that no warnings filter hides (once, from the first process)."""
     print(f"seglight: warning: {message}", file=sys.stderr, flush=True)
-
-
-def _load_classes(
-    classes: list[str] | None, classes_file: str | None, root: Path
-) -> tuple[list[str], list[list[int]] | None]:
-    if (classes is None) == (classes_file is None):
-        raise ConfigError("data: give either data.classes or data.classes_file")
-    if classes is not None:
-        names, colors = list(classes), None
-    else:
-        path = Path(classes_file).expanduser()
-        path = path if path.is_absolute() or path.exists() else root / path
-        if not path.is_file():
-            raise ConfigError(f"data.classes_file: {path} not found")
-        text = path.read_text()
-        entries = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        if not isinstance(entries, list) or not entries:
-            raise ConfigError(f"data.classes_file: {path} must hold a list of classes")
-        if all(isinstance(e, dict) for e in entries):
-            names = [str(e["name"]) for e in entries]
-            colors = (
-                [list(e["color"]) for e in entries] if all("color" in e for e in entries) else None
-            )
-        else:
-            names, colors = [str(e) for e in entries], None
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ConfigError(f"data.classes: need 2 or more distinct names, got {names}")
-    return names, colors

@@ -12,13 +12,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import albumentations as A
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
 from seglight.data.dataset import FileDataset, Sample, collate_padded
 from seglight.data.io import IMAGE_EXTENSIONS, LabelMap
+from seglight.errors import DataError
 
 # What reading or transforming one bad file raises (DataError is a ValueError); anything else
 # is a bug or a broken setup, and stops the run.
@@ -129,3 +132,30 @@ def collate_predict(samples: list[dict], ignore_index: int = 255) -> dict:
     batch["output"] = [s["output"] for s in good]
     batch["failed"] = [(s["failed"], s["reason"]) for s in samples if "failed" in s]
     return batch
+
+
+def folder_dataset(
+    folder: str, transform: Any, num_classes: int, ignore_index: int, exif_orientation: bool
+) -> "ImageFolderDataset":
+    """Every image under `folder`, sub-folders included (hidden ones skipped), without masks:
+    for `predict`. Outputs mirror the folder's tree; a file that cannot be read is reported and
+    skipped (ImageFolderDataset)."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data.predict_dir: {path} is not a folder")
+    images, others = find_images(path)
+    if not images:
+        raise DataError(
+            f"data.predict_dir: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path} or its "
+            "sub-folders; point it at the folder that holds them"
+        )
+    if others:  # said, not silently dropped: e.g. .heic photos or .gif files
+        shown = ", ".join(str(f) for f in others[:5]) + (", ..." if len(others) > 5 else "")
+        rank_zero_info(
+            f"seglight: data.predict_dir: {len(others)} file(s) in {path} are not images by "
+            f"their extension ({', '.join(IMAGE_EXTENSIONS)}) and are left out: {shown}"
+        )
+    label_map = LabelMap.identity(num_classes, ignore_index)
+    dataset = ImageFolderDataset(path, images, label_map, transform)
+    dataset.exif_orientation = exif_orientation
+    return dataset

@@ -12,8 +12,9 @@ error, because its colours are not class ids.
 
 from pathlib import Path
 
-from seglight.data.base import DiskDataModule, Split
+from seglight.data.base import Split
 from seglight.data.dataset import FileDataset
+from seglight.data.disk import DiskDataModule
 from seglight.data.io import LabelMap
 from seglight.errors import DataError
 from seglight.render import voc_palette
