@@ -174,14 +174,18 @@ def check_resumable(path: str | Path, checkpoint: dict[str, Any], what: str = "c
 # --- building the module from the dict ---------------------------------------------------------
 
 
-def module_class(checkpoint: dict[str, Any], path: str | Path, what: str = "ckpt_path") -> type:
-    """The class LightningCLI recorded (`--model path.to.Subclass`), imported as `fit` would;
-    SegmentationModule when the checkpoint names none."""
-    from seglight.module import SegmentationModule  # seglight.module imports this module
-
+def module_class(
+    checkpoint: dict[str, Any],
+    path: str | Path,
+    what: str = "ckpt_path",
+    base: type = L.LightningModule,
+) -> type:
+    """The class LightningCLI recorded (`--model path.to.Subclass`), imported as `fit` would,
+    which must be a `base`; `base` itself when the checkpoint names none. (The caller passes
+    SegmentationModule: seglight.module imports this module, not the other way round.)"""
     class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     if not class_path:
-        return SegmentationModule
+        return base
     module_name, _, name = str(class_path).rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), name)
@@ -190,8 +194,8 @@ def module_class(checkpoint: dict[str, Any], path: str | Path, what: str = "ckpt
             f"{what}: {path} holds a {class_path}, which cannot be imported ({_sentence(e)}); "
             f"put the module that defines it on PYTHONPATH"
         ) from None
-    if not (isinstance(cls, type) and issubclass(cls, SegmentationModule)):
-        raise ConfigError(f"{what}: {path} holds a {class_path}, not a SegmentationModule")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{what}: {path} holds a {class_path}, not a {base.__name__}")
     return cls
 
 
@@ -202,21 +206,22 @@ def load_module(
     strict: bool | None = None,
     *,
     cls: type | None = None,
+    base: type = L.LightningModule,
     weights_only: bool = True,
     what: str = "ckpt_path",
     **hparams: Any,
 ) -> L.LightningModule:
-    """`cls` (default: the class the checkpoint names, see module_class) rebuilt from a local
-    checkpoint file read once: checked (read_checkpoint, check_seglight_checkpoint), then built
-    from that dict as Lightning's load_from_checkpoint builds it (hparams, `hparams` overriding
-    them, on_load_checkpoint, load_state_dict) and moved to the device of its weights.
+    """`cls` (default: the `base` subclass the checkpoint names, see module_class) rebuilt from
+    a local checkpoint file read once: checked (read_checkpoint, check_seglight_checkpoint),
+    then built from that dict as Lightning's load_from_checkpoint builds it (hparams, `hparams`
+    overriding them, on_load_checkpoint, load_state_dict) and moved to the device of its weights.
     map_location: as torch.load's; None keeps the saved device where it exists, else the CPU."""
     checkpoint = read_checkpoint(path, what, map_location or _saved_or_cpu, weights_only)
     check_seglight_checkpoint(path, checkpoint, what)
     checkpoint, _ = migrate_checkpoint(checkpoint)  # files of older Lightning versions
     if hparams_file is not None:
         checkpoint["hyper_parameters"] = _hparams_file(hparams_file, what)
-    cls = cls or module_class(checkpoint, path, what)
+    cls = cls or module_class(checkpoint, path, what, base)
     return build_module(cls, checkpoint, strict, hparams, f"{what}: {path}")
 
 

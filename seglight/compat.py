@@ -22,9 +22,9 @@ except ImportError as e:  # pragma: no cover - only on a Lightning outside the t
 
 # What each private name is for (the tests use it as the list of uses):
 USES = {
-    "_is_local_file_protocol": "checkpointing.AtomicCheckpointIO: atomic saves for local paths",
-    "_TunerExitException": "tuning.FindLR/FindBatchSize: end fit quietly after a finder",
-    "_jit_is_scripting": "cli.export: trace without touching LightningModule.trainer",
+    "_is_local_file_protocol": "callbacks.atomic_io.AtomicCheckpointIO: atomic local saves",
+    "_TunerExitException": "callbacks.finders.FindLR/FindBatchSize: end fit quietly after a finder",
+    "_jit_is_scripting": "deployment: trace without touching LightningModule.trainer",
     "_restricted_classmethod": "module.SegmentationModule.load_from_checkpoint, as Lightning's",
 }
 

@@ -17,6 +17,7 @@ one off); in plain Python, `default_callbacks()` gives them.
 """
 
 from seglight._moved import moved
+from seglight.callbacks.atomic_io import AtomicCheckpointIO
 from seglight.callbacks.config import SaveConfig
 from seglight.callbacks.finders import FindBatchSize, FindLR
 from seglight.callbacks.finite_best import FiniteBestCheckpoint
@@ -38,6 +39,7 @@ def default_callbacks() -> list:
 __getattr__ = moved(__name__, {"confusion_image": "seglight.render"})
 
 __all__ = [
+    "AtomicCheckpointIO",
     "ClassReport",
     "FindBatchSize",
     "FindLR",

@@ -53,7 +53,7 @@ def load_module(ckpt_path: str | Path) -> SegmentationModule:
     on the CPU, in eval mode, fp32; the file is read once (seglight.checkpoints.load_module).
     Unusable files raise ConfigError saying why."""
     try:
-        module = checkpoints.load_module(ckpt_path, map_location="cpu")
+        module = checkpoints.load_module(ckpt_path, map_location="cpu", base=SegmentationModule)
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - state-dict mismatch, bad hparams: one line
