@@ -15,7 +15,7 @@ from seglight.errors import ConfigError
 from seglight.module import SegmentationModule
 from seglight.visual import GAP, ValidationImages, denormalize, overlay, pick_indices
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 ROOT = QUICKSTART.rsplit("/configs/", 1)[0]
 CSV = f"{ROOT}/configs/logger/csv.yaml"

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from seglight.cli import default_logger_save_dirs, main
 from seglight.preemption import PreemptionCheckpoint
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 ONE_STEP = [
     "--trainer.max_epochs=1",

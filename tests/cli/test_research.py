@@ -11,7 +11,7 @@ from seglight.cli import main
 from seglight.module import SegmentationModule
 from seglight.tuning import FindLR
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 FIT = [
     "fit",

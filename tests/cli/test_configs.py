@@ -4,7 +4,7 @@ import pytest
 
 from seglight.cli import main
 
-from conftest import ROOT
+from seglight_testing import ROOT
 
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "sweeps" not in p.parts)
 
