@@ -9,8 +9,8 @@ from PIL import Image
 
 from seglight.cli import main
 
-from conftest import ROOT, run_on_cpus
-from test_datasets_cli import SMALL
+from seglight_testing import ROOT, run_on_cpus
+from seglight_testing.datasets import SMALL
 
 # (height, width) of the images: no two batches of 2 or 3 pad alike, and 45x61 is no multiple
 # of the encoder's stride 32 (the network itself needs padding).

@@ -15,7 +15,7 @@ from seglight.cli import main
 from seglight.cli.export import load_module
 from seglight.errors import ConfigError
 
-from conftest import QUICKSTART, ROOT, TINY
+from seglight_testing import QUICKSTART, ROOT, TINY
 
 OLD = ROOT / "tests" / "fixtures" / "pre_redesign.ckpt"
 # Its model: `best` and `last` are no files when the CLI parses, so their hparams are not read.

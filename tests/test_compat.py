@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 
 from seglight import compat
 
-from conftest import ROOT
+from seglight_testing import ROOT
 
 
 def test_every_use_is_listed_and_exported():

@@ -20,7 +20,7 @@ import torch
 
 from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
 
-from conftest import QUICKSTART, TINY, run_on_cpus
+from seglight_testing import QUICKSTART, TINY, run_on_cpus
 
 EPOCHS = 2
 FIT = ["fit", "--config", QUICKSTART, *TINY, f"--trainer.max_epochs={EPOCHS}"]

@@ -19,7 +19,7 @@ from seglight.cli import main
 from seglight.errors import ConfigError
 from seglight.loggers import DEFAULT_HOST, WandbLogger, choose_mode, find_credentials, run_folder
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 CONFIGS = QUICKSTART.rsplit("/", 1)[0] + "/logger"
 MEDIA = ("/per_class", "/confusion_table", "/predictions")  # media keys seglight logs

@@ -1,8 +1,9 @@
 """The non-finite loss guard (SegmentationModule's nonfinite_loss / nonfinite_batch_dir) and
 seglight.callbacks.FiniteBestCheckpoint, which never keeps a nan/inf score as the best.
 
-A nan is put into one image of one chosen training batch (tests/nonfinite_example.py) with
-2 batches per epoch: epoch 0 (steps 0, 1) is clean and checkpointed; the nan comes at epoch 1.
+A nan is put into one image of one chosen training batch (tests/seglight_testing/
+nonfinite_example.py) with 2 batches per epoch: epoch 0 (steps 0, 1) is clean and checkpointed;
+the nan comes at epoch 1.
 """
 
 import csv
@@ -24,12 +25,12 @@ from seglight.callbacks import FiniteBestCheckpoint
 from seglight.cli import main
 from seglight.errors import ConfigError
 
-from conftest import QUICKSTART, ROOT, TINY
-from nonfinite_example import PoisonedInput
+from seglight_testing import QUICKSTART, ROOT, TINY
+from seglight_testing.nonfinite_example import PoisonedInput
 
 CKPTS = Path("outputs/quickstart/checkpoints")
-POISONED = [*TINY, "--model=nonfinite_example.PoisonedInput", "--trainer.max_epochs=2",
-            "--model.poison_epoch=1"]  # fmt: skip
+POISONED = [*TINY, "--model=seglight_testing.nonfinite_example.PoisonedInput",
+            "--trainer.max_epochs=2", "--model.poison_epoch=1"]  # fmt: skip
 
 
 def floats_finite(state: dict[str, torch.Tensor]) -> bool:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from seglight.data.synthetic import CLASS_NAMES
 
-from conftest import ROOT
+from seglight_testing import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 

@@ -19,7 +19,7 @@ from seglight.cli import main
 from seglight.cli.export import load_module
 from seglight.data.synthetic import CLASS_NAMES
 
-from conftest import QUICKSTART, ROOT, TINY
+from seglight_testing import QUICKSTART, ROOT, TINY
 
 OLD = ROOT / "tests" / "fixtures" / "pre_redesign.ckpt"
 

@@ -21,7 +21,7 @@ from seglight.callbacks import (
 )
 from seglight.cli import main
 
-from conftest import QUICKSTART, ROOT, TINY
+from seglight_testing import QUICKSTART, ROOT, TINY
 
 MOVED = [
     ("seglight.visual.ValidationImages", "seglight.callbacks.ValidationImages"),

@@ -5,7 +5,7 @@ import torch
 
 from seglight.cli import main
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 # 8 training images in batches of 4: 2 optimizer steps per epoch.
 FIT = [

@@ -1,7 +1,7 @@
-"""A callback for tests/test_preemption.py: the process signals itself when training reaches a
-step, as a scheduler would at an arbitrary moment of a real run.
+"""A callback for tests/callbacks/test_preemption.py: the process signals itself when training
+reaches a step, as a scheduler would at an arbitrary moment of a real run.
 
-    --trainer.callbacks+=preemption_helper.SignalAtStep --trainer.callbacks.step=3
+    --trainer.callbacks+=seglight_testing.preemption_helper.SignalAtStep --trainer.callbacks.step=3
 """
 
 import os

@@ -13,7 +13,7 @@ from PIL import Image
 from seglight.cli import main
 from seglight.data.synthetic import CLASS_NAMES
 
-from conftest import QUICKSTART, ROOT, TINY
+from seglight_testing import QUICKSTART, ROOT, TINY
 
 
 def cli(*args: str):
@@ -181,7 +181,7 @@ def test_subclass_selected_with_model_flag(in_tmp):
         "fit",
         "--config",
         QUICKSTART,
-        "--model=subclass_example.BoundaryWeighted",
+        "--model=seglight_testing.subclass_example.BoundaryWeighted",
         *TINY,
         "--trainer.max_epochs=1",
         "--model.penalty=0.5",
@@ -189,7 +189,7 @@ def test_subclass_selected_with_model_flag(in_tmp):
     rows = list(csv.DictReader(open(in_tmp / "outputs/quickstart/logs/version_0/metrics.csv")))
     assert any(r.get("train/loss_logit_l2_step") for r in rows)
     cfg = (in_tmp / "outputs/quickstart/logs/version_0/config.yaml").read_text()
-    assert "subclass_example.BoundaryWeighted" in cfg and "penalty: 0.5" in cfg
+    assert "seglight_testing.subclass_example.BoundaryWeighted" in cfg and "penalty: 0.5" in cfg
 
 
 def test_print_config_is_a_runnable_config(in_tmp, capsys):

@@ -11,6 +11,8 @@ from PIL import Image
 from seglight.data.cityscapes import CityscapesDataModule
 from seglight.errors import DataError
 
+from seglight_testing.datasets import H, W, make_cityscapes
+
 # cityscapesScripts helpers/labels.py, written out by hand: labelId -> trainId for ids 0..33
 # (license plate, id -1, is never stored in a mask).
 OFFICIAL_TRAIN_ID = {
@@ -49,8 +51,6 @@ OFFICIAL_TRAIN_ID = {
     32: 17,  # motorcycle
     33: 18,  # bicycle
 }
-H, W = 32, 64
-CITIES = ("aachen", "bochum")
 
 
 def expected(label_ids: np.ndarray) -> np.ndarray:
@@ -58,38 +58,6 @@ def expected(label_ids: np.ndarray) -> np.ndarray:
     for label_id, train_id in OFFICIAL_TRAIN_ID.items():
         out[label_ids == label_id] = train_id
     return out
-
-
-def make_cityscapes(
-    root: Path, splits=("train", "val"), per_city: int = 2, train_ids: bool = False, seed: int = 0
-) -> dict[Path, np.ndarray]:
-    """Real PNGs in the official layout; returns label file -> the labelIds stored in it."""
-    rng = np.random.default_rng(seed)
-    stored = {}
-    for split in splits:
-        for city in CITIES:
-            (root / "leftImg8bit" / split / city).mkdir(parents=True)
-            (root / "gtFine" / split / city).mkdir(parents=True)
-            for k in range(per_city):
-                prefix = f"{city}_{k:06d}_{19 + k:06d}"
-                image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-                Image.fromarray(image).save(
-                    root / "leftImg8bit" / split / city / f"{prefix}_leftImg8bit.png"
-                )
-                # Every stored id 0..33 appears (ignored ones too), in random places.
-                ids = rng.permutation(np.resize(np.arange(34, dtype=np.uint8), H * W))
-                ids = ids.reshape(H, W)
-                path = root / "gtFine" / split / city / f"{prefix}_gtFine_labelIds.png"
-                Image.fromarray(ids, mode="L").save(path)
-                stored[path] = ids
-                if train_ids:
-                    # Deliberately not the labelIds' mapping: shows which file was read.
-                    tid = ((ids.astype(int) + 3) % 19).astype(np.uint8)
-                    tid[:, :4] = 255
-                    tpath = root / "gtFine" / split / city / f"{prefix}_gtFine_labelTrainIds.png"
-                    Image.fromarray(tid, mode="L").save(tpath)
-                    stored[tpath] = tid
-    return stored
 
 
 def label_ids_file(root: Path, split: str, city: str, k: int) -> Path:

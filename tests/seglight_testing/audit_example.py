@@ -1,6 +1,6 @@
 """A minimal file-based data module for the audit tests, selected by class path
-(`data: {class_path: audit_example.TinyFolders}`): <root>/images/<name>.* paired with
-<root>/masks/<name>.png, classes a, b, c stored as values 0-2, 255 = ignore."""
+(`data: {class_path: seglight_testing.audit_example.TinyFolders}`): <root>/images/<name>.*
+paired with <root>/masks/<name>.png, classes a, b, c stored as values 0-2, 255 = ignore."""
 
 from pathlib import Path
 

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from seglight.callbacks.preemption import PreemptionCheckpoint
 from seglight.cli import default_logger_save_dirs, main
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 ONE_STEP = [
     "--trainer.max_epochs=1",

@@ -12,7 +12,7 @@ import torch
 from seglight.callbacks.preemption import resume_command
 from seglight.cli import main
 
-from conftest import QUICKSTART, ROOT, TINY
+from seglight_testing import QUICKSTART, ROOT, TINY
 
 # 8 training images in batches of 4: 2 steps an epoch, 6 in all; the signal comes after step 3,
 # i.e. in the middle of epoch 1.
@@ -22,8 +22,8 @@ LAST = Path("outputs/quickstart/checkpoints/last.ckpt")
 
 def signal_at(step: int, name: str) -> list[str]:
     callback = "--trainer.callbacks"
-    return [f"{callback}+=preemption_helper.SignalAtStep", f"{callback}.step={step}",
-            f"{callback}.signal_name={name}"]  # fmt: skip
+    return [f"{callback}+=seglight_testing.preemption_helper.SignalAtStep",
+            f"{callback}.step={step}", f"{callback}.signal_name={name}"]  # fmt: skip
 
 
 def _saved(path: Path) -> dict:
@@ -54,7 +54,7 @@ def test_sigterm_in_a_real_fit_process_saves_and_resumes(tmp_path):
 
 
 def test_sigusr1_resume_equals_an_uninterrupted_run(in_tmp, capsys):
-    sys.path.insert(0, str(ROOT / "tests"))  # preemption_helper, as PYTHONPATH does above
+    sys.path.insert(0, str(ROOT / "tests"))  # seglight_testing, as PYTHONPATH does above
     try:
         with pytest.raises(SystemExit) as info:
             main([*RUN, *signal_at(3, "SIGUSR1")])

@@ -7,33 +7,7 @@ from PIL import Image
 from seglight.data.voc import VOC_CLASSES, VOCDataModule, voc_palette
 from seglight.errors import DataError
 
-IDS = ["2007_000032", "2007_000039", "2008_000002"]
-
-
-def palette_png(path, indices: np.ndarray) -> None:
-    """Save class indices the way the VOC devkit does: mode P with the VOC colour map."""
-    image = Image.fromarray(indices.astype(np.uint8), mode="P")
-    image.putpalette([c for rgb in voc_palette(256) for c in rgb])
-    image.save(path)
-
-
-def make_voc(root, ids=IDS, size=(30, 40), seed=0) -> dict[str, np.ndarray]:
-    """A VOC 2012 tree in tmp: JPEG images, palette masks, split lists. Returns id -> mask."""
-    rng = np.random.default_rng(seed)
-    voc = root / "VOCdevkit" / "VOC2012"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / sub).mkdir(parents=True, exist_ok=True)
-    masks = {}
-    for image_id in ids:
-        rgb = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-        Image.fromarray(rgb).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=95)
-        mask = rng.choice(np.array([0, 1, 15, 20, 255]), size).astype(np.uint8)
-        palette_png(voc / "SegmentationClass" / f"{image_id}.png", mask)
-        masks[image_id] = mask
-    lists = voc / "ImageSets" / "Segmentation"
-    (lists / "train.txt").write_text("\n".join(ids[:2]) + "\n")
-    (lists / "val.txt").write_text(ids[2] + "\n")
-    return masks
+from seglight_testing.datasets import IDS, make_voc, palette_png
 
 
 def dataset(root, split="train", **kwargs):

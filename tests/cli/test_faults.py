@@ -1,9 +1,9 @@
 """Bad input met by a run started from the command line: exit status 2 and one `error:` line
 naming the file or option and what is wrong; and nothing lost when a file goes bad mid-run.
 
-The readers themselves are tested per dataset (test_voc.py, test_folder.py, ...) by calling
-`load`; here the same faults travel through `main([...])`: the DataLoader (also from a worker
-process), Lightning's fit loop and the CLI's error handling. Config values of the wrong type
+The readers themselves are tested per dataset (tests/data/: test_voc.py, test_folder.py, ...)
+by calling `load`; here the same faults travel through `main([...])`: the DataLoader (also from a
+worker process), Lightning's fit loop and the CLI's error handling. Config values of the wrong type
 that test_cli.py does not already cover are here too.
 """
 
@@ -18,23 +18,8 @@ from PIL import Image
 from seglight.cli import main
 from seglight.module import SegmentationModule
 
-from conftest import QUICKSTART, one_error_line
-from test_folder import make_folder
-
-NAMES = ["background", "road", "person"]
-# The quickstart config (its checkpointing, logging) on a folder of 4 images of 24 x 32 px:
-# scene_00 (.jpg), scene_01 (.png), scene_02 train, scene_03 validates.
-FOLDER = [
-    "--config", QUICKSTART,
-    "--data=seglight.data.FolderDataModule", "--data.root=data",
-    f"--data.classes=[{', '.join(NAMES)}]",
-    "--data.train_list=train.txt", "--data.val_list=val.txt",
-    "--data.batch_size=4", "--data.num_workers=0",
-    "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
-    "--trainer.accelerator=cpu", "--trainer.devices=1",
-    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    "--trainer.log_every_n_steps=1",
-]  # fmt: skip
+from seglight_testing import QUICKSTART, one_error_line
+from seglight_testing.datasets import FOLDER, NAMES, make_folder
 
 
 @pytest.fixture

@@ -20,9 +20,8 @@ from seglight.checkpoints import read_checkpoint
 from seglight.cli import main
 from seglight.errors import ConfigError
 
-from conftest import QUICKSTART, TINY
-from test_faults import FOLDER
-from test_folder import make_folder
+from seglight_testing import QUICKSTART, TINY
+from seglight_testing.datasets import FOLDER, make_folder
 
 NUMEL = 10_000_000  # float32: a 40 MB checkpoint, slow enough to be killed mid-write
 

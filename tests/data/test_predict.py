@@ -17,7 +17,7 @@ from seglight.cli import main
 from seglight.data.predict import collate_predict, find_images, output_names
 from seglight.data.synthetic import CLASS_NAMES
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 GOOD = {  # input (relative path) -> (height, width), and where its mask must go
     "photo.jpg": ((40, 52), "photo.jpg.png"),

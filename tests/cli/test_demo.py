@@ -4,7 +4,7 @@ import pytest
 
 from seglight.cli import main
 
-from conftest import QUICKSTART
+from seglight_testing import QUICKSTART
 
 
 @pytest.mark.slow

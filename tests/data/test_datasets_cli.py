@@ -7,27 +7,8 @@ from PIL import Image
 
 from seglight.cli import main
 
-from conftest import ROOT
-from test_folder import make_folder
-from test_voc import make_voc
-
-# Shrink the published recipe to seconds on a CPU; everything else comes from the config file.
-SMALL = [
-    "--model.encoder_weights=null",
-    "--trainer.precision=32-true",
-    "--model.arch=Unet",
-    "--model.encoder_name=resnet18",
-    "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
-    "--data.crop_size=[32, 32]",
-    "--data.batch_size=2",
-    "--data.num_workers=0",
-    "--trainer.max_steps=2",
-    "--trainer.val_check_interval=null",
-    "--trainer.check_val_every_n_epoch=1",
-    "--trainer.log_every_n_steps=1",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-]
+from seglight_testing import ROOT
+from seglight_testing.datasets import SMALL, make_cityscapes, make_folder, make_voc
 
 
 def test_voc_recipe_fits_and_predicts(in_tmp):
@@ -55,8 +36,6 @@ def test_folder_recipe_with_colour_masks(in_tmp):
 
 
 def test_cityscapes_predictions_as_label_ids_for_the_official_script(in_tmp):
-    from test_cityscapes import make_cityscapes
-
     make_cityscapes(in_tmp / "data" / "cityscapes")
     config = str(ROOT / "configs" / "cityscapes.yaml")
     main(["fit", "--config", config, *SMALL, "--data.eval_batch_size=1"])

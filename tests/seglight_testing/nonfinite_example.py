@@ -1,5 +1,6 @@
 """A model whose input turns nan at one chosen step, selected in tests with
-`--model nonfinite_example.PoisonedInput` (tests/ is on the path of pytest and its subprocesses)."""
+`--model seglight_testing.nonfinite_example.PoisonedInput` (tests/ is on the path of pytest
+and its subprocesses)."""
 
 import json
 from pathlib import Path

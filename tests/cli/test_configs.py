@@ -9,7 +9,7 @@ from lightning.pytorch.loggers import CSVLogger
 from seglight.callbacks import FiniteBestCheckpoint, MaskWriter
 from seglight.cli import main
 
-from conftest import ROOT, TINY
+from seglight_testing import ROOT, TINY
 
 # configs/shared/ holds pieces (one callback, one logger) that recipes load by path; they are not
 # configs to pass to --config, so they are checked through the recipes instead.

@@ -110,11 +110,11 @@ def test_torchscript_parity_and_metadata(unet_ckpt, tmp_path, capsys):
 
 
 def test_subclass_checkpoint(tmp_path, capsys):
-    from subclass_example import BoundaryWeighted
+    from seglight_testing.subclass_example import BoundaryWeighted
 
     ckpt = make_checkpoint(
         tmp_path / "sub.ckpt", module_class=BoundaryWeighted,
-        class_path="subclass_example.BoundaryWeighted", penalty=0.5,
+        class_path="seglight_testing.subclass_example.BoundaryWeighted", penalty=0.5,
     )  # fmt: skip
     code, out, err = export(capsys, "--ckpt_path", ckpt, "--check_sizes", "32x32,40x50")
     assert code == 0, err

@@ -13,7 +13,7 @@ from seglight.errors import ConfigError
 from seglight.evaluation import EvalProtocol, _starts, _window_weight, predict_logits
 from seglight.networks import build_model
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 K = 3
 

@@ -11,7 +11,7 @@ from seglight.callbacks import FindLR
 from seglight.cli import main
 from seglight.module import SegmentationModule
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 FIT = [
     "fit",

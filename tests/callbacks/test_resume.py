@@ -29,7 +29,7 @@ from seglight.cli import main
 from seglight.data.sampling import ResumableSampler, SampleKey
 from seglight.data.synthetic import SyntheticDataModule
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, ROOT, TINY
 
 # 16 training images in batches of 4: 4 steps per epoch, 8 in all; warm-up then poly decay.
 FIT = [
@@ -186,8 +186,9 @@ def resume_mid_epoch(workers: int):
 
 def run_killed(args: list[str]) -> None:
     """`seglight <args>` in a new process, which an Interrupt(hard=true) ends with os._exit."""
-    tests = str(Path(__file__).parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    # This file's folder (the classes above, by class path) and tests/ (seglight_testing).
+    tests = [str(Path(__file__).parent), str(ROOT / "tests")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*tests, os.environ.get("PYTHONPATH", "")])}
     code = "import sys; from seglight.cli import main; main(sys.argv[1:])"
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600

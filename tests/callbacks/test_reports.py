@@ -10,7 +10,7 @@ from PIL import Image
 from seglight.cli import main
 from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
 
-from conftest import QUICKSTART, TINY, run_on_cpus
+from seglight_testing import QUICKSTART, TINY, run_on_cpus
 
 # A random-init model (seed 0) on 5 test images: no training needed to compare protocols.
 TEST = ["test", "--config", QUICKSTART, *TINY, "--data.test_size=5", "--data.eval_batch_size=1"]

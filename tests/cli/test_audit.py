@@ -12,7 +12,7 @@ from seglight.cli import main
 from seglight.cli.audit import audit_dataset, format_report, median_frequency_weights, run_audit
 from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
 
-from audit_example import TinyFolders
+from seglight_testing.audit_example import TinyFolders
 
 H, W = 6, 8  # size of most test images
 
@@ -118,7 +118,11 @@ def test_clean_tree_statistics_and_exit_0(tmp_path, capsys):
     ]
     out = tmp_path / "clean.json"
     data = tmp_path / "data"
-    args = ["--data=audit_example.TinyFolders", f"--data.root={data}", f"--output={out}"]
+    args = [
+        "--data=seglight_testing.audit_example.TinyFolders",
+        f"--data.root={data}",
+        f"--output={out}",
+    ]
     assert run_audit(args) == 0
     assert json.loads(out.read_text())["classes"] == report["classes"]
     printed = capsys.readouterr().out
@@ -208,7 +212,7 @@ model:
   class_path: seglight.SegmentationModule
   init_args: {{arch: Unet, encoder_name: resnet18, encoder_weights: null}}
 data:
-  class_path: audit_example.TinyFolders
+  class_path: seglight_testing.audit_example.TinyFolders
   init_args:
     root: {root}
     batch_size: 2
@@ -229,14 +233,20 @@ def test_cli_end_to_end_with_a_fit_config(in_tmp, capsys):
     printed = capsys.readouterr().out
     assert "problems: 6" in printed and " c " in printed
     report = json.loads((in_tmp / "audit_train.json").read_text())  # default output
-    assert report["data_module"] == "audit_example.TinyFolders" and report["split"] == "train"
+    assert (
+        report["data_module"] == "seglight_testing.audit_example.TinyFolders"
+        and report["split"] == "train"
+    )
     assert {p["file"] for p in report["problems"]} == {str(p) for p, _ in planted.values()}
     check_clean_statistics(report)
 
 
 def test_cli_errors_are_one_line_and_exit_2(in_tmp, capsys):
     for args, expected in (
-        (["--data=audit_example.TinyFolders", "--data.root=nowhere"], "nowhere/images"),
+        (
+            ["--data=seglight_testing.audit_example.TinyFolders", "--data.root=nowhere"],
+            "nowhere/images",
+        ),
         (["--data.train_sise=4"], "did you mean 'train_size'"),
         (["--split=tain"], "invalid choice"),
         (["--max_images=0"], "max_images"),

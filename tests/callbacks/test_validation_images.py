@@ -16,7 +16,7 @@ from seglight.errors import ConfigError
 from seglight.module import SegmentationModule
 from seglight.render import GAP, denormalize, overlay
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 ROOT = QUICKSTART.rsplit("/configs/", 1)[0]
 CSV = f"{ROOT}/configs/logger/csv.yaml"

@@ -22,8 +22,8 @@ from wandb import wandb_agent
 
 from seglight.cli import main
 
-from conftest import ROOT, TINY
-from test_voc import make_voc
+from seglight_testing import ROOT, TINY
+from seglight_testing.datasets import make_voc
 
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 LOGGER = "configs/logger/wandb.yaml"
@@ -72,7 +72,9 @@ def sample_value(spec: dict, rng: random.Random):
         return rng.uniform(spec["min"], spec["max"])
     if kind == "log_uniform_values":
         return math.exp(rng.uniform(math.log(spec["min"]), math.log(spec["max"])))
-    raise AssertionError(f"no sampler for distribution {kind!r} in tests/test_sweeps.py: add one")
+    raise AssertionError(
+        f"no sampler for distribution {kind!r} in tests/cli/test_sweeps.py: add one"
+    )
 
 
 def sample(sweep: dict, rng: random.Random, **fixed) -> dict:

@@ -19,7 +19,7 @@ from seglight.data.base import SegmentationDataModule
 from seglight.data.synthetic import SyntheticDataModule
 from seglight.errors import ConfigError
 
-from conftest import QUICKSTART, TINY
+from seglight_testing import QUICKSTART, TINY
 
 # Wrong values per annotated type; the first of each list runs in the fast suite.
 WRONG = {

@@ -12,7 +12,7 @@ from seglight.cli import main
 from seglight.data.folder import FolderDataModule
 from seglight.errors import ConfigError, DataError
 
-from conftest import QUICKSTART, one_error_line
+from seglight_testing import QUICKSTART, one_error_line
 
 BINARY = ["background", "foreground"]
 # The quickstart config (its callbacks, logging, optimizer) on a binary folder of 32 px images.

@@ -1,4 +1,5 @@
-"""A researcher's subclass, selected in tests with `--model subclass_example.BoundaryWeighted`."""
+"""A researcher's subclass, selected in tests with
+`--model seglight_testing.subclass_example.BoundaryWeighted`."""
 
 import torch
 

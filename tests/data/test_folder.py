@@ -9,28 +9,7 @@ from PIL import Image
 from seglight.data.folder import FolderDataModule
 from seglight.errors import ConfigError, DataError
 
-COLORS = [[0, 0, 0], [128, 64, 128], [220, 20, 60]]
-NAMES = ["background", "road", "person"]
-
-
-def make_folder(root, n=10, rgb=False, size=(24, 32), seed=0) -> dict[str, np.ndarray]:
-    """images/<stem>.jpg|png and masks/<stem>.png; returns stem -> expected class ids."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    expected = {}
-    for i in range(n):
-        stem = f"scene_{i:02d}"
-        image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-        Image.fromarray(image).save(root / "images" / f"{stem}{'.png' if i % 2 else '.jpg'}")
-        ids = rng.choice(np.array([0, 1, 2, 255]), size).astype(np.uint8)
-        if rgb:
-            colours = np.array(COLORS + [[255, 255, 255]] * 253, np.uint8)
-            Image.fromarray(colours[ids]).save(root / "masks" / f"{stem}.png")
-        else:
-            Image.fromarray(ids, mode="L").save(root / "masks" / f"{stem}.png")
-        expected[stem] = ids
-    return expected
+from seglight_testing.datasets import COLORS, NAMES, make_folder
 
 
 def module(root, **kwargs) -> FolderDataModule:
