@@ -245,12 +245,19 @@ def build_module(
     kwargs = dict(checkpoint.get("hyper_parameters") or {})
     name = checkpoint.get("hparams_name")  # hparams saved as one argument of __init__
     params = inspect.signature(cls.__init__).parameters
-    if name and name in params:
+    named = [
+        n
+        for n, p in params.items()
+        if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    # Lightning records hparams_name "kwargs" for hparams collected from __init__'s arguments:
+    # only a named parameter of that name means "all the hparams as one argument".
+    if name and name in named:
         kwargs = {name: kwargs}
     kwargs |= hparams or {}
     instantiator = kwargs.pop("_instantiator", None)
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params and k != "self"}
+        kwargs = {k: v for k, v in kwargs.items() if k in named}
     if instantiator is None:
         module = cls(**kwargs)
     elif instantiator in ALLOWED_INSTANTIATORS:  # the CLI's: jsonargparse types the arguments

@@ -235,6 +235,16 @@ class SegmentationModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.nonfinite.before_optimizer_step(optimizer)
 
+    @property
+    def nonfinite_loss(self) -> NonFiniteLoss:
+        """The `nonfinite_loss` setting (seglight.nonfinite.NonFiniteGuard holds it)."""
+        return self.nonfinite.mode
+
+    @property
+    def skipped_nonfinite(self) -> int:
+        """Batches skipped in this run for a non-finite loss (nonfinite_loss="skip")."""
+        return self.nonfinite.skipped
+
     # --- helpers --------------------------------------------------------------------------
 
     def _evaluate(self, batch: dict[str, Any], stage: Stage, metrics: SegmentationMetrics) -> None:
