@@ -5,7 +5,7 @@ python -m seglight audit --config configs/voc.yaml --split train      # table + 
 Reports image count, image sizes, per-class pixel and image frequency, ignored pixels, unexpected
 label values, unreadable / missing files, image-mask size mismatches, classes without a pixel
 (and masks holding only 0 and ignore_index: 0/255 binary masks read as "ignore"), and class
-weights by median frequency balancing (seglight.dataset_audit). Exits 1 when it found problems,
+weights by median frequency balancing (seglight.data.audit). Exits 1 when it found problems,
 0 when none. It builds the data module of the same config files and flags `fit` takes, and
 nothing else: no model, no trainer, no download.
 """
@@ -20,8 +20,8 @@ from jsonargparse import ActionConfigFile
 
 from seglight.cli.lightning import ALWAYS_ON
 from seglight.cli.parser import DEFAULT_DATA, SeglightArgumentParser
+from seglight.data.audit import audit_dataset, median_frequency_weights  # noqa: F401
 from seglight.data.base import SegmentationDataModule, default_num_workers
-from seglight.dataset_audit import audit_dataset, median_frequency_weights  # noqa: F401
 from seglight.errors import ConfigError
 
 SPLITS = ("train", "val", "test", "predict")

@@ -1,6 +1,8 @@
 """Every YAML file in configs/ parses and instantiates model, data and trainer; the logger and
 callbacks every recipe shares are stated once, in configs/shared/, and reach every recipe."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -10,6 +12,14 @@ from seglight.callbacks import FiniteBestCheckpoint, MaskWriter
 from seglight.cli import main
 
 from seglight_testing import ROOT, TINY
+from seglight_testing.datasets import (
+    SMALL,
+    add_voc_aug,
+    make_ade,
+    make_cityscapes,
+    make_folder,
+    make_voc,
+)
 
 # configs/shared/ holds pieces (one callback, one logger) that recipes load by path; they are not
 # configs to pass to --config, so they are checked through the recipes instead.
@@ -175,3 +185,30 @@ def test_a_second_config_appends_to_the_shared_callbacks(in_tmp, capsys):
     config = yaml.safe_load(printed_config(capsys, "--config", voc, "--config", "more.yaml"))
     names = [c["class_path"].rsplit(".", 1)[-1] for c in config["trainer"]["callbacks"]]
     assert names == ["FiniteBestCheckpoint", "LearningRateMonitor", "MaskWriter", "EarlyStopping"]
+
+
+# --- every recipe runs ---------------------------------------------------------------------------
+
+# The data each recipe reads, as a tiny tree in the official layout under the working folder.
+RECIPE_DATA = {
+    "quickstart.yaml": lambda: None,  # built-in data
+    "voc.yaml": lambda: make_voc(Path("data/voc")),
+    "voc_aug.yaml": lambda: (make_voc(Path("data/voc")), add_voc_aug(Path("data/voc"))),
+    "cityscapes.yaml": lambda: make_cityscapes(Path("data/cityscapes")),
+    "ade20k.yaml": lambda: make_ade(Path("data/ade20k")),
+    "folder.yaml": lambda: make_folder(Path("data/my_dataset"), n=6),
+}
+RECIPE_ARGS = {"folder.yaml": ["--data.classes=[background, road, person]"]}  # make_folder's
+
+
+def test_every_recipe_has_its_data_here():
+    assert sorted(RECIPE_DATA) == sorted(p.name for p in RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_DATA))
+def test_every_recipe_runs_fast_dev_run(name, in_tmp):
+    RECIPE_DATA[name]()
+    shrink = TINY if name == "quickstart.yaml" else SMALL
+    c = main(["fit", "--config", str(ROOT / "configs" / name), *shrink,
+              *RECIPE_ARGS.get(name, []), "--trainer.fast_dev_run=true"])  # fmt: skip
+    assert c.trainer.state.finished and c.trainer.global_step == 1

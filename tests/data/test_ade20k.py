@@ -11,27 +11,9 @@ from PIL import Image
 from seglight.data.ade20k import ADE20KDataModule
 from seglight.errors import DataError
 
+from seglight_testing.datasets import make_ade
+
 H, W = 32, 48
-
-
-def make_ade(root: Path, splits=("training", "validation"), n: int = 3, seed: int = 0) -> Path:
-    """Real JPEG images and PNG annotations in the official layout, under root; returns the
-    ADEChallengeData2016 folder. Annotations hold every stored value 0..150."""
-    rng = np.random.default_rng(seed)
-    base = root / "ADEChallengeData2016"
-    for split in splits:
-        (base / "images" / split).mkdir(parents=True)
-        (base / "annotations" / split).mkdir(parents=True)
-        tag = "train" if split == "training" else "val"
-        for k in range(n):
-            name = f"ADE_{tag}_{k + 1:08d}"
-            image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-            Image.fromarray(image).save(base / "images" / split / f"{name}.jpg", quality=90)
-            stored = rng.permutation(np.resize(np.arange(151, dtype=np.uint8), H * W))
-            Image.fromarray(stored.reshape(H, W), mode="L").save(
-                base / "annotations" / split / f"{name}.png"
-            )
-    return base
 
 
 def write_annotation(base: Path, split: str, name: str, values: np.ndarray) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from seglight.data.voc import voc_palette
+from seglight.render import voc_palette
 
 from seglight_testing import QUICKSTART
 
@@ -114,6 +114,44 @@ def make_cityscapes(
                     Image.fromarray(tid, mode="L").save(tpath)
                     stored[tpath] = tid
     return stored
+
+
+def make_ade(
+    root: Path, splits=("training", "validation"), n: int = 3, seed: int = 0, size=(32, 48)
+) -> Path:
+    """Real JPEG images and PNG annotations in the official layout, under root; returns the
+    ADEChallengeData2016 folder. Annotations hold every stored value 0..150."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    base = root / "ADEChallengeData2016"
+    for split in splits:
+        (base / "images" / split).mkdir(parents=True)
+        (base / "annotations" / split).mkdir(parents=True)
+        tag = "train" if split == "training" else "val"
+        for k in range(n):
+            name = f"ADE_{tag}_{k + 1:08d}"
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(image).save(base / "images" / split / f"{name}.jpg", quality=90)
+            stored = rng.permutation(np.resize(np.arange(151, dtype=np.uint8), h * w))
+            Image.fromarray(stored.reshape(h, w), mode="L").save(
+                base / "annotations" / split / f"{name}.png"
+            )
+    return base
+
+
+def add_voc_aug(root: Path, ids=IDS, size=(30, 40)) -> None:
+    """SBD-augmented masks (SegmentationClassAug, grey index PNGs of class 7 with one ignore
+    pixel) and DeepLab's train_aug.txt on top of make_voc's tree."""
+    voc = root / "VOCdevkit" / "VOC2012"
+    aug = voc / "SegmentationClassAug"
+    aug.mkdir()
+    extra = np.full(size, 7, np.uint8)
+    extra[0, 0] = 255
+    for image_id in ids:
+        Image.fromarray(extra, mode="L").save(aug / f"{image_id}.png")
+    (voc / "ImageSets/Segmentation/train_aug.txt").write_text(
+        "".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in ids)
+    )
 
 
 # Shrink the published recipe to seconds on a CPU; everything else comes from the config file.
