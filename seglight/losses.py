@@ -1,7 +1,10 @@
-"""Segmentation loss: a weighted sum of cross-entropy, Dice, focal and Lovasz-softmax terms.
+"""Segmentation loss: a weighted sum of cross-entropy, Dice, focal and Lovasz terms.
 
-Every term takes logits (B, C, H, W) and an integer mask (B, H, W) in which `ignore_index` marks
-unlabelled pixels; those pixels contribute neither to the value nor to the gradient of any term.
+`task` picks the output: "multiclass" (softmax over C classes: logits (B, C, H, W), mask (B, H, W)
+of class indices), "binary" (one foreground logit: logits (B, 1, H, W), mask (B, H, W) of 0/1) or
+"multilabel" (an independent sigmoid per label: logits and mask (B, L, H, W) of 0/1). In every
+mask `ignore_index` marks unlabelled entries; they contribute neither to the value nor to the
+gradient of any term. The binary / multilabel terms live in seglight.task_losses.
 """
 
 import math
@@ -11,7 +14,8 @@ import torch
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, LovaszLoss
 from torch import Tensor, nn
 
-from seglight.errors import ConfigError
+from seglight.errors import ConfigError, did_you_mean
+from seglight.task_losses import TASKS, check_sigmoid_inputs, sigmoid_term
 
 TERMS = ("ce", "dice", "focal", "lovasz")
 
@@ -21,14 +25,17 @@ class LossConfig:
     """Weighted sum of segmentation losses, written in YAML as e.g. `loss: {ce: 1.0, dice: 0.5}`.
 
     Args:
-        ce: weight of cross-entropy (0 disables it)
+        ce: weight of cross-entropy (binary / multilabel: BCE with logits) (0 disables it)
         dice: weight of Dice loss (0 disables it)
         focal: weight of focal loss (0 disables it)
-        lovasz: weight of Lovasz-softmax loss (0 disables it)
-        class_weights: per-class weights for cross-entropy (length num_classes), or null
-        label_smoothing: cross-entropy label smoothing in [0, 1)
+        lovasz: weight of Lovasz loss, softmax (multiclass) or hinge (binary, multilabel)
+        class_weights: per-class weights for cross-entropy (length num_classes), or null;
+            binary: [background, foreground]; multilabel: one weight per label
+        label_smoothing: cross-entropy label smoothing in [0, 1); binary / multilabel: BCE
+            targets y * (1 - eps) + eps / 2 (binary: the same as 2-class CE smoothing)
         focal_gamma: focusing exponent of the focal loss (>= 0; 0 gives plain per-class BCE)
-        focal_alpha: focal weight of positives in [0, 1] (negatives get 1 - alpha), or null
+        focal_alpha: focal weight of positives in [0, 1] (negatives get 1 - alpha), or null;
+            binary: the weight of foreground pixels, multilabel: of an entry's positives
         dice_smooth: additive smoothing of the Dice numerator and denominator (>= 0)
         lovasz_per_image: average Lovasz over images instead of computing it on the whole batch
     """
@@ -113,25 +120,61 @@ class _Lovasz(nn.Module):
         return torch.stack(losses).mean()
 
 
+def _check_task(task: str, num_classes: int, ignore_index: int) -> None:
+    if task not in TASKS:
+        raise ConfigError(
+            f"task: must be one of {', '.join(TASKS)}, got {task!r}{did_you_mean(str(task), TASKS)}"
+        )
+    if task == "multiclass" and num_classes < 2:
+        raise ConfigError(f"num_classes: multiclass losses need at least 2, got {num_classes}")
+    if task == "binary" and num_classes != 2:
+        raise ConfigError(
+            f"num_classes: the binary task has 2 classes (background, foreground) and one logit "
+            f"channel, got {num_classes}"
+        )
+    if task == "multilabel" and num_classes < 1:
+        raise ConfigError(
+            f"num_classes: the multilabel task needs at least 1 label, got {num_classes}"
+        )
+    if task != "multiclass" and ignore_index in (0, 1):
+        raise ConfigError(
+            f"ignore_index: {ignore_index} is a label value of the {task} task; use e.g. 255"
+        )
+
+
 class SegmentationLoss(nn.Module):
     """Weighted sum of the terms of a LossConfig whose weight is non-zero.
 
-    forward(logits (B, C, H, W) float, mask (B, H, W) long, ignore_index where unlabelled) returns
-    {"loss": weighted total (scalar), <term>: unweighted term (scalar) for each active term}.
+    forward(logits, mask) returns {"loss": weighted total (scalar), <term>: unweighted term
+    (scalar) for each active term}; shapes per task in the module docstring. num_classes is C for
+    multiclass, 2 for binary (background, foreground; the logits have 1 channel), L for
+    multilabel. Terms: ce (softmax CE / BCE), dice, focal, lovasz (softmax / hinge).
     """
 
-    def __init__(self, config: LossConfig, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        config: LossConfig,
+        num_classes: int,
+        ignore_index: int = 255,
+        task: str = "multiclass",
+    ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ConfigError(f"num_classes: multiclass losses need at least 2, got {num_classes}")
+        _check_task(task, num_classes, ignore_index)
         cw = config.class_weights
         if cw is not None and len(cw) != num_classes:
             raise ConfigError(
                 f"loss.class_weights: has {len(cw)} entries but num_classes is {num_classes}"
+                + (" (binary: [background, foreground])" if task == "binary" else "")
             )
+        self.task = task
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.weights = {name: getattr(config, name) for name in TERMS if getattr(config, name)}
+        if task != "multiclass":
+            self.terms = nn.ModuleDict(
+                {name: sigmoid_term(name, task, config, ignore_index) for name in self.weights}
+            )
+            return
         # What smp computes with ignore_index (checked against smp 0.6.0 source):
         # - Dice zeroes ignored pixels in both softmax and one-hot target (one_hot runs on
         #   mask * valid, so 255 cannot crash it); sums over batch and pixels per class; a class
@@ -161,6 +204,10 @@ class SegmentationLoss(nn.Module):
 
     def _check(self, logits: Tensor, mask: Tensor) -> bool:
         """Raise ValueError on bad shapes or labels; return whether any pixel is labelled."""
+        if self.task != "multiclass":
+            return check_sigmoid_inputs(
+                self.task, logits, mask, self.num_classes, self.ignore_index
+            )
         if logits.ndim != 4 or mask.shape != (logits.shape[0], *logits.shape[2:]):
             raise ValueError(
                 f"expected logits (B, C, H, W) and mask (B, H, W), "
@@ -191,11 +238,16 @@ class SegmentationLoss(nn.Module):
             # gradients instead of CE's / focal's NaN and Lovasz's empty tensor.
             zero = _zero(logits)
             return {"loss": zero, **{name: zero for name in self.terms}}
+        if self.task == "binary":
+            mask = mask[:, None]  # (B, 1, H, W), the shape of the logits
         parts = {name: term(logits, mask) for name, term in self.terms.items()}
         total = sum(self.weights[name] * value for name, value in parts.items())
         return {"loss": total, **parts}
 
 
-def build_loss(config: LossConfig, num_classes: int, ignore_index: int = 255) -> SegmentationLoss:
-    """The SegmentationLoss for `config`; raises ValueError (ConfigError) on invalid settings."""
-    return SegmentationLoss(config, num_classes, ignore_index)
+def build_loss(
+    config: LossConfig, num_classes: int, ignore_index: int = 255, task: str = "multiclass"
+) -> SegmentationLoss:
+    """The SegmentationLoss for `config` and `task` (multiclass, binary or multilabel); raises
+    ValueError (ConfigError) on invalid settings."""
+    return SegmentationLoss(config, num_classes, ignore_index, task)

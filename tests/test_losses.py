@@ -236,3 +236,305 @@ def test_class_weights_list_from_yaml_becomes_hashable_tuple():
     cfg = parser.instantiate(parser.parse_string("loss: {ce: 1.0, class_weights: [1, 2.5, 3]}"))
     assert cfg.loss == LossConfig(class_weights=(1.0, 2.5, 3.0))
     assert hash(LossConfig(class_weights=[1, 2])) == hash(LossConfig(class_weights=(1.0, 2.0)))
+
+
+# ================================================================= binary and multilabel tasks
+# binary: one foreground logit (B=2, 1, H=2, W=3); mask (B, H, W) of 0/1, three pixels unlabelled
+BIN_LOGITS = np.array(
+    [[[[1.2, -0.4, 2.5], [-1.5, 0.3, 0.9]]],
+     [[[-0.8, 1.7, 0.1], [0.6, -2.2, -0.3]]]]
+)  # fmt: skip
+BIN_MASK = np.array(
+    [[[1, 0, IGNORE], [0, 1, IGNORE]],
+     [[0, 1, 1], [IGNORE, 0, 0]]]
+)  # fmt: skip
+# multilabel: L=3 labels on LOGITS (1, 3, 2, 3); ignore per entry. Label 2 is wholly unlabelled in
+# ML_MASK and labelled but without positives in ML_MASK_NEG.
+ML_MASK = np.array(
+    [[[[1, 0, IGNORE], [0, 1, 0]],
+      [[0, 0, 1], [IGNORE, IGNORE, 1]],
+      [[IGNORE] * 3, [IGNORE] * 3]]]
+)  # fmt: skip
+ML_MASK_NEG = ML_MASK.copy()
+ML_MASK_NEG[0, 2] = [[0, 0, IGNORE], [0, 0, 0]]
+ML_CASES = {
+    "binary": [(BIN_LOGITS, BIN_MASK)],
+    "multilabel": [(LOGITS, ML_MASK), (LOGITS, ML_MASK_NEG)],
+}
+CASES = [(task, lg, m) for task, cases in ML_CASES.items() for lg, m in cases]
+NUM = {"binary": 2, "multilabel": 3}
+SIG_ALL = LossConfig(ce=1.0, dice=0.5, focal=0.25, lovasz=0.75)
+
+
+def run_task(config, task, logits, mask):
+    loss_fn = build_loss(config, NUM[task], ignore_index=IGNORE, task=task).double()
+    out = loss_fn(torch.tensor(logits), torch.tensor(mask))
+    return {k: v.item() for k, v in out.items()}
+
+
+def per_label(logits, mask):
+    """[(z, y) of the labelled entries of each label]; a binary mask gets its channel axis."""
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    out = []
+    for c in range(logits.shape[1]):
+        z, y = logits[:, c].reshape(-1), mask[:, c].reshape(-1)
+        out.append((z[y != IGNORE], y[y != IGNORE]))
+    return out
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def ref_bce(logits, mask, task, weights=None, eps=0.0):
+    num = den = 0.0
+    for label, (z, y) in enumerate(per_label(logits, mask)):
+        for zi, yi in zip(z, y, strict=True):
+            t = yi * (1 - eps) + eps / 2
+            if task == "binary":
+                w_bg, w_fg = weights or (1.0, 1.0)
+                w_pos, w_neg, w_own = w_fg, w_bg, (w_fg if yi else w_bg)
+            else:
+                w_pos = w_neg = w_own = 1.0 if weights is None else weights[label]
+            s = sigmoid(zi)
+            num -= w_pos * t * math.log(s) + w_neg * (1 - t) * math.log(1 - s)
+            den += w_own
+    return num / den
+
+
+def ref_sigmoid_dice(logits, mask, smooth=0.0):
+    losses = []
+    for z, y in per_label(logits, mask):
+        p = np.array([sigmoid(v) for v in z])
+        inter, sx, sy = (p * y).sum(), p.sum(), y.sum()
+        losses.append(1 - (2 * inter + 2 * smooth) / (sx + sy + 2 * smooth) if sy > 0 else 0.0)
+    return float(np.mean(losses))  # a label without labelled positives scores 0 but counts
+
+
+def ref_sigmoid_focal(logits, mask, gamma=2.0, alpha=None):
+    per = []
+    for z, y in per_label(logits, mask):
+        if len(y) == 0:
+            continue  # a wholly unlabelled label is left out of the mean over labels
+        vals = []
+        for zi, yi in zip(z, y, strict=True):
+            pt = sigmoid(zi) if yi else 1 - sigmoid(zi)
+            a = 1.0 if alpha is None else (alpha if yi else 1 - alpha)
+            vals.append(-a * (1 - pt) ** gamma * math.log(pt))
+        per.append(np.mean(vals))
+    return float(np.mean(per))
+
+
+def ref_hinge(logits, mask, per_image=False):
+    """Lovasz hinge on all labelled entries pooled (smp's binary and multilabel definition)."""
+    if per_image:
+        return float(
+            np.mean([ref_hinge(logits[i : i + 1], mask[i : i + 1]) for i in range(len(mask))])
+        )
+    pairs = per_label(logits, mask)
+    z = np.concatenate([p[0] for p in pairs])
+    y = np.concatenate([p[1] for p in pairs])
+    errors = np.maximum(1 - z * (2 * y - 1), 0)
+    return lovasz_extension(list(errors), list(y == 1))
+
+
+def approx(x, abs=1e-7):
+    return pytest.approx(x, rel=1e-6, abs=abs)
+
+
+def test_sigmoid_references_by_hand():
+    # one pixel, logit 0, foreground: BCE log 2; focal (gamma 2) 0.25 log 2; hinge error 1 -> 1
+    one, fg = np.zeros((1, 1, 1, 1)), np.ones((1, 1, 1), dtype=int)
+    assert ref_bce(one, fg, "binary") == pytest.approx(math.log(2), abs=1e-12)
+    assert ref_sigmoid_focal(one, fg) == pytest.approx(0.25 * math.log(2), abs=1e-12)
+    assert ref_hinge(one, fg) == pytest.approx(1.0, abs=1e-12)
+    assert ref_sigmoid_dice(one, fg) == pytest.approx(1 - 1 / 1.5, abs=1e-12)  # 1 - 2*.5/(.5+1)
+
+
+@pytest.mark.parametrize("task, logits, mask", CASES)
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_sigmoid_ce(task, logits, mask, eps):
+    got = run_task(LossConfig(ce=1.0, label_smoothing=eps), task, logits, mask)["ce"]
+    assert got == approx(ref_bce(logits, mask, task, eps=eps))
+
+
+@pytest.mark.parametrize("weights", [None, (0.3, 2.0)])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_binary_ce_is_two_class_cross_entropy(weights, eps):
+    # the decision for binary class_weights [bg, fg] and label_smoothing: the same value as
+    # torch's CrossEntropyLoss on logits (0, z) with those class weights and smoothing
+    z = torch.tensor(BIN_LOGITS)
+    two = torch.cat([torch.zeros_like(z), z], dim=1)
+    w = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+    ce = torch.nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE, label_smoothing=eps)
+    expected = ce(two, torch.tensor(BIN_MASK)).item()
+    cfg = LossConfig(ce=1.0, class_weights=weights, label_smoothing=eps)
+    got = run_task(cfg, "binary", BIN_LOGITS, BIN_MASK)["ce"]
+    assert got == approx(expected)
+    assert got == approx(ref_bce(BIN_LOGITS, BIN_MASK, "binary", weights, eps))
+
+
+def test_multilabel_ce_class_weights_are_per_label():
+    weights = (0.5, 2.0, 7.0)  # label 2 unlabelled in ML_MASK: its weight must not count
+    for mask in (ML_MASK, ML_MASK_NEG):
+        got = run_task(LossConfig(ce=1.0, class_weights=weights), "multilabel", LOGITS, mask)
+        assert got["ce"] == approx(ref_bce(LOGITS, mask, "multilabel", weights))
+        assert got["ce"] != approx(ref_bce(LOGITS, mask, "multilabel"), abs=1e-3)
+
+
+@pytest.mark.parametrize("task, logits, mask", CASES)
+@pytest.mark.parametrize("smooth", [0.0, 1.0])
+def test_sigmoid_dice(task, logits, mask, smooth):
+    got = run_task(LossConfig(ce=0.0, dice=1.0, dice_smooth=smooth), task, logits, mask)["dice"]
+    assert got == approx(ref_sigmoid_dice(logits, mask, smooth))
+
+
+@pytest.mark.parametrize("task, logits, mask", CASES)
+@pytest.mark.parametrize("gamma, alpha", [(2.0, None), (1.5, 0.25), (0.0, 0.8)])
+def test_sigmoid_focal(task, logits, mask, gamma, alpha):
+    cfg = LossConfig(ce=0.0, focal=1.0, focal_gamma=gamma, focal_alpha=alpha)
+    got = run_task(cfg, task, logits, mask)["focal"]
+    assert got == approx(ref_sigmoid_focal(logits, mask, gamma, alpha))
+
+
+def test_multilabel_focal_works_where_smp_raises():
+    # smp 0.6.0 FocalLoss("multilabel", ignore_index=...) indexes (B, H, W) with (B, L, H, W)
+    from segmentation_models_pytorch.losses import FocalLoss
+
+    with pytest.raises(IndexError):
+        FocalLoss("multilabel", ignore_index=IGNORE)(torch.tensor(LOGITS), torch.tensor(ML_MASK))
+    got = run_task(LossConfig(ce=0.0, focal=1.0), "multilabel", LOGITS, ML_MASK)["focal"]
+    assert math.isfinite(got) and got == approx(ref_sigmoid_focal(LOGITS, ML_MASK))
+
+
+@pytest.mark.parametrize("task, logits, mask", CASES)
+@pytest.mark.parametrize("per_image", [False, True])
+def test_sigmoid_lovasz(task, logits, mask, per_image):
+    cfg = LossConfig(ce=0.0, lovasz=1.0, lovasz_per_image=per_image)
+    got = run_task(cfg, task, logits, mask)["lovasz"]  # computed in float32 (smp's torch.dot)
+    assert got == approx(ref_hinge(logits, mask, per_image), abs=1e-6)
+
+
+def test_binary_lovasz_per_image_with_a_void_image():
+    mask = BIN_MASK.copy()
+    mask[1] = IGNORE
+    cfg = LossConfig(ce=0.0, lovasz=1.0, lovasz_per_image=True)
+    expected = ref_hinge(BIN_LOGITS[:1], mask[:1]) / 2  # the void image scores 0 over B=2
+    assert expected > 0
+    assert run_task(cfg, "binary", BIN_LOGITS, mask)["lovasz"] == approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("task, logits, mask", CASES)
+def test_sigmoid_weighted_sum(task, logits, mask):
+    out = run_task(SIG_ALL, task, logits, mask)
+    assert set(out) == {"loss", "ce", "dice", "focal", "lovasz"}
+    expected = (
+        ref_bce(logits, mask, task)
+        + 0.5 * ref_sigmoid_dice(logits, mask)
+        + 0.25 * ref_sigmoid_focal(logits, mask)
+        + 0.75 * ref_hinge(logits, mask)
+    )
+    assert out["loss"] == approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("task, logits, mask", CASES)
+@pytest.mark.parametrize("per_image", [False, True])
+def test_sigmoid_ignored_entries_change_nothing(task, logits, mask, per_image):
+    cfg = LossConfig(ce=1.0, dice=0.5, focal=0.25, lovasz=0.75, lovasz_per_image=per_image)
+    cfg_w = LossConfig(ce=1.0, class_weights=(0.3, 2.0) if task == "binary" else (1, 2, 3))
+
+    def loss_and_grad(config, x):
+        x = torch.tensor(x, requires_grad=True)
+        out = build_loss(config, NUM[task], IGNORE, task).double()(x, torch.tensor(mask))
+        out["loss"].backward()
+        return {k: v.item() for k, v in out.items()}, x.grad
+
+    full = mask[:, None] if task == "binary" else mask
+    ignored = np.broadcast_to(full == IGNORE, logits.shape)
+    perturbed = logits.copy()
+    noise = np.random.default_rng(0).normal(0, 50, ignored.sum())
+    noise[:2] = [np.inf, -np.inf]  # not even infinite logits leak into values or gradients
+    perturbed[ignored] = noise
+    for config in (cfg, cfg_w):
+        (a, grad_a), (b, grad_b) = loss_and_grad(config, logits), loss_and_grad(config, perturbed)
+        assert all(math.isfinite(v) for v in b.values())
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
+        ign = torch.tensor(ignored)
+        assert torch.all(grad_a[ign] == 0) and torch.all(grad_b[ign] == 0)
+        assert torch.all(grad_a[~ign] != 0) and torch.isfinite(grad_b).all()
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+@pytest.mark.parametrize("per_image", [False, True])
+def test_sigmoid_all_ignored_batch_gives_zero_with_gradients(task, per_image):
+    cfg = LossConfig(ce=1.0, dice=0.5, focal=0.25, lovasz=0.75, lovasz_per_image=per_image)
+    shape = (2, 1, 2, 3) if task == "binary" else (2, 3, 2, 3)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    mask = torch.full((2, 2, 3) if task == "binary" else shape, IGNORE)
+    out = build_loss(cfg, NUM[task], IGNORE, task).double()(x, mask)
+    assert set(out) == {"loss", "ce", "dice", "focal", "lovasz"}
+    assert all(v.item() == 0 and v.shape == () for v in out.values())
+    out["loss"].backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_task_multiclass_is_the_default():
+    explicit = build_loss(ALL, 3, IGNORE, task="multiclass").double()
+    out = explicit(torch.tensor(LOGITS), torch.tensor(MASK))
+    assert {k: v.item() for k, v in out.items()} == approx(run(ALL))
+    assert explicit.task == "multiclass" and build_loss(ALL, 3).task == "multiclass"
+
+
+# ----------------------------------------------------------------- task validation
+@pytest.mark.parametrize(
+    "task, num_classes, kwargs, ignore, match",
+    [
+        ("multilable", 3, {}, IGNORE, "task: must be one of.*did you mean 'multilabel'"),
+        ("binary", 3, {}, IGNORE, "num_classes: the binary task has 2 classes"),
+        ("binary", 1, {}, IGNORE, "num_classes: the binary task has 2 classes"),
+        ("multilabel", 0, {}, IGNORE, "num_classes: the multilabel task needs at least 1"),
+        ("binary", 2, {}, 1, "ignore_index: 1 is a label value of the binary task"),
+        ("multilabel", 3, {}, 0, "ignore_index: 0 is a label value of the multilabel task"),
+        ("binary", 2, {"class_weights": [1, 2, 3]}, IGNORE, r"3 entries.*\[background, fore"),
+        ("multilabel", 3, {"class_weights": [1, 2]}, IGNORE, "2 entries but num_classes is 3"),
+    ],
+)
+def test_invalid_task_config(task, num_classes, kwargs, ignore, match):
+    with pytest.raises(ValueError, match=match):
+        build_loss(LossConfig(**kwargs), num_classes, ignore_index=ignore, task=task)
+
+
+BAD_ML = torch.full((1, 3, 2, 3), IGNORE)
+BAD_ML[0, 0, 0, 0], BAD_ML[0, 2, 1, 1] = -1, 2
+
+
+@pytest.mark.parametrize(
+    "task, logits_shape, mask, match",
+    [
+        ("binary", (1, 2, 2, 3), torch.zeros(1, 2, 3), "binary task: logits have 2 channels but"),
+        ("binary", (1, 1, 2, 3), torch.zeros(1, 1, 2, 3), r"binary task: expected.*mask \(B, H"),
+        ("binary", (1, 2, 3), torch.zeros(1, 2, 3), r"binary task: expected logits \(B, 1, H"),
+        ("multilabel", (1, 4, 2, 3), torch.zeros(1, 4, 2, 3), "4 channels but need num_classes=3"),
+        ("multilabel", (1, 3, 2, 3), torch.zeros(1, 2, 3), r"expected.*\(B, L, H, W\), got"),
+        (
+            "binary",
+            (1, 1, 2, 3),
+            torch.tensor([[[0, 2, IGNORE], [-1, 7, 1]]]),
+            r"binary task: mask has values \[-1, 2, 7\] that are neither 0, 1 nor ignore_index=255",
+        ),
+        ("multilabel", (1, 3, 2, 3), BAD_ML, r"multilabel task: mask has values \[-1, 2\] that"),
+    ],
+)
+def test_invalid_sigmoid_inputs(task, logits_shape, mask, match):
+    loss_fn = build_loss(SIG_ALL, NUM[task], IGNORE, task)
+    with pytest.raises(ValueError, match=match):
+        loss_fn(torch.zeros(logits_shape), mask.long())
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+def test_sigmoid_mask_must_be_long(task):
+    logits = torch.zeros(1, 1 if task == "binary" else 3, 2, 3)
+    mask = torch.zeros(logits.shape[:1] + logits.shape[2:] if task == "binary" else logits.shape)
+    with pytest.raises(ValueError, match="mask must be torch.long"):
+        build_loss(SIG_ALL, NUM[task], IGNORE, task)(logits, mask.to(torch.uint8))
