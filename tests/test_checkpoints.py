@@ -117,8 +117,8 @@ MOVED = {
     "check_seglight_checkpoint": "seglight.checkpoints",
     "check_matches_model": "seglight.checkpoints",
     "check_resumable": "seglight.checkpoints",
-    "resolve_ckpt_path": "seglight.checkpoints",
-    "last_checkpoint_candidates": "seglight.checkpoints",
+    "resolve_ckpt_path": "seglight.cli.ckpt_path",
+    "last_checkpoint_candidates": "seglight.cli.ckpt_path",
 }
 
 

@@ -24,7 +24,8 @@ from seglight.callbacks import (
     SaveConfig,
 )
 from seglight.callbacks.atomic_io import use_atomic_checkpoint_io
-from seglight.checkpoints import check_ckpt_path, cli_model_config, hand_over, read_checkpoint
+from seglight.checkpoints import read_checkpoint
+from seglight.cli.ckpt_path import check_ckpt_path, cli_model_config, hand_over
 from seglight.cli.parser import DEFAULT_DATA, DEFAULT_MODEL, SeglightArgumentParser
 from seglight.data.base import SegmentationDataModule
 from seglight.module import SegmentationModule
