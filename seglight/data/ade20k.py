@@ -134,12 +134,11 @@ class ADE20KDataModule(DiskDataModule):
         predict_split: str = "validation",
         **kwargs,
     ) -> None:
-        splits = {"train": train_split, "val": val_split, "test": test_split,
-                  "predict": predict_split}  # fmt: skip
-        super().__init__(root, crop_size, scale_range, splits, **kwargs)
+        super().__init__(root, crop_size, scale_range, train_split, val_split, test_split,
+                         predict_split, **kwargs)  # fmt: skip
 
     def build_dataset(self, split: Split, transform) -> FileDataset:
-        pairs = find_pairs(self.root, self.splits[split], split != "predict")
+        pairs = split_pairs(self.root, self.splits[split], split != "predict")
         return FileDataset(pairs, LabelMap(STORED_TO_TRAIN_ID, len(CLASS_NAMES)), transform)
 
 
@@ -155,7 +154,7 @@ def dataset_folder(root: Path) -> Path:
     raise DataError(f"data.root: no {FOLDER}/ folder in {show_path(root)}; {LAYOUT}")
 
 
-def find_pairs(root: Path, split: str, labelled: bool = True) -> list[tuple[Path, Path | None]]:
+def split_pairs(root: Path, split: str, labelled: bool = True) -> list[tuple[Path, Path | None]]:
     """(image, annotation) pairs of one split, sorted by name; every image must have its
     annotation (unless `labelled` is False: then the annotation is None)."""
     base = dataset_folder(root)

@@ -119,16 +119,15 @@ class CityscapesDataModule(DiskDataModule):
         predict_split: str = "val",
         **kwargs,
     ) -> None:
-        splits = {"train": train_split, "val": val_split, "test": test_split,
-                  "predict": predict_split}  # fmt: skip
-        super().__init__(root, crop_size, scale_range, splits, **kwargs)
+        super().__init__(root, crop_size, scale_range, train_split, val_split, test_split,
+                         predict_split, **kwargs)  # fmt: skip
 
     def build_dataset(self, split: Split, transform) -> FileDataset:
-        pairs, label_map = find_pairs(self.root, self.splits[split], split != "predict")
+        pairs, label_map = split_pairs_and_labels(self.root, self.splits[split], split != "predict")
         return FileDataset(pairs, label_map, transform)
 
 
-def find_pairs(
+def split_pairs_and_labels(
     root: Path, split: str, labelled: bool = True
 ) -> tuple[list[tuple[Path, Path | None]], LabelMap]:
     """(image, label file) pairs of one split, sorted, and how to decode the label files.

@@ -16,7 +16,8 @@ class DiskDataModule(SegmentationDataModule):
         root: the dataset's folder.
         crop_size: (height, width) of the training crops.
         scale_range: (min, max) random rescale factor of training images before cropping.
-        splits: the dataset's split name for each of "train", "val", "test" and "predict".
+        train_split, val_split, test_split, predict_split: the dataset's name of each split
+            (VOC: null for the default training list).
         **kwargs: loader and transform options of SegmentationDataModule.
     """
 
@@ -25,7 +26,10 @@ class DiskDataModule(SegmentationDataModule):
         root: str,
         crop_size: tuple[int, int],
         scale_range: tuple[float, float],
-        splits: dict[str, str | None],
+        train_split: str | None,
+        val_split: str,
+        test_split: str,
+        predict_split: str,
         **kwargs,
     ) -> None:
         h, w = (int(v) for v in crop_size)
@@ -36,7 +40,8 @@ class DiskDataModule(SegmentationDataModule):
             raise ConfigError(f"data.scale_range: need 0 < min <= max, got {scale_range}")
         self.root = Path(root).expanduser()
         self.crop_size, self.scale_range = (h, w), (lo, hi)
-        self.splits = splits
+        self.splits = {"train": train_split, "val": val_split, "test": test_split,
+                       "predict": predict_split}  # fmt: skip
         super().__init__(**kwargs)
 
     def default_train_transforms(self) -> list[TransformSpec]:

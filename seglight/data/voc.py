@@ -65,9 +65,8 @@ class VOCDataModule(DiskDataModule):
     ) -> None:
         self.augmented = augmented
         self.label_map = LabelMap.identity(len(VOC_CLASSES))
-        splits = {"train": train_split, "val": val_split, "test": test_split,
-                  "predict": predict_split}  # fmt: skip
-        super().__init__(root, crop_size, scale_range, splits, **kwargs)
+        super().__init__(root, crop_size, scale_range, train_split, val_split, test_split,
+                         predict_split, **kwargs)  # fmt: skip
 
     def voc_dir(self) -> Path:
         for candidate in (self.root / "VOCdevkit" / "VOC2012", self.root / "VOC2012", self.root):
