@@ -1,4 +1,5 @@
-"""SegmentationMetrics against an independent numpy confusion-matrix reference."""
+"""SegmentationMetrics, BinarySegmentationMetrics and MultilabelSegmentationMetrics against
+independent numpy references (DDP equality: tests/test_task_metrics_ddp.py)."""
 
 import numpy as np
 import pytest
@@ -390,3 +391,13 @@ def test_sigmoid_forward_returns_the_batch_and_accumulates():
     assert_same({k: v.numpy() for k, v in first.items()}, multilabel_reference(*batches[0], 0.5))
     split = {k: v.numpy() for k, v in metric.compute().items()}
     assert_same(split, multilabel_reference(*concatenated(batches), 0.5))
+
+
+def test_negative_ignore_index_is_dropped_and_255_then_rejected():
+    metric = MultilabelSegmentationMetrics(2, ignore_index=-1)
+    metric.update(torch.full((1, 2, 1, 2), 0.9), torch.tensor([[[[1, -1]], [[-1, 0]]]]))
+    assert metric.compute()["counts"].tolist() == [[1, 0, 0, 0], [0, 1, 0, 0]]
+    with pytest.raises(ValueError, match=r"\[255\].*ignore_index \(-1\)"):
+        metric.update(torch.rand(1, 2, 1, 1), torch.tensor([[[[IGNORE]], [[-1]]]]))
+    with pytest.raises(ValueError, match="ignore_index 1 would drop a class"):
+        BinarySegmentationMetrics(ignore_index=1)
