@@ -1,4 +1,8 @@
-"""Your own images: <root>/images/<stem>.<jpg|png|...> with <root>/masks/<stem>.png.
+"""Your own images: <root>/images/<stem>.<jpg|png|tif|npy|...> with <root>/masks/<stem>.png.
+
+Images may have any number of bands (multi-band TIFF / GeoTIFF, .npy: seglight.data.multiband);
+`bands` selects and orders them, and `in_channels` (the model's input channels) is read from
+the first training image's header. mean/std then need one value per channel.
 
 Masks hold class indices ("P"/"L" PNG or 1-bit, mask_format: index) or class colours
 (mask_format: rgb, mapped through `colors`). Stored values that are not the class indices are
@@ -25,8 +29,14 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from seglight.data.base import SegmentationDataModule, Split
 from seglight.data.dataset import FileDataset
-from seglight.data.folder_labels import label_map_of, load_classes, stored_value_counts
+from seglight.data.folder_labels import (
+    BandFileDataset,
+    label_map_of,
+    load_classes,
+    stored_value_counts,
+)
 from seglight.data.io import IMAGE_EXTENSIONS, missing_classes
+from seglight.data.multiband import image_channels
 from seglight.data.transforms import TransformSpec, train_preset
 from seglight.errors import ConfigError, DataError
 
@@ -65,6 +75,9 @@ class FolderDataModule(SegmentationDataModule):
         label_check: at the start of fit, a class absent from every training mask, or masks
             holding only 0 and ignore_index, is an "error", a "warn"ing, or not checked ("off");
             in val/test masks (at fit, validate, test), a warning unless "off".
+        bands: 0-based channels of each image to keep, in this order, e.g. [3, 2, 1, 7] of a
+            multi-band TIFF or [2, 1, 0] (BGR) of an RGB image; null = all (RGB images: 3).
+            mean/std need one value per kept channel.
         **kwargs: loader and transform options of SegmentationDataModule.
     """
 
@@ -89,9 +102,18 @@ class FolderDataModule(SegmentationDataModule):
         crop_size: tuple[int, int] | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
         label_check: Literal["error", "warn", "off"] = "error",
+        bands: list[int] | None = None,
         **kwargs,
     ) -> None:
         self.root = Path(root).expanduser()
+        if bands is not None and (
+            not bands or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands)
+        ):
+            raise ConfigError(f"data.bands: a list of 0-based band indices, got {bands!r}")
+        if bands is not None and min(bands) < 0:
+            raise ConfigError(f"data.bands: indices count from 0, got {list(bands)}")
+        self.bands = list(bands) if bands is not None else None
+        self._in_channels: int | None = None
         names, file_colors = load_classes(classes, classes_file, self.root)
         colors = colors or file_colors
         if colors is not None and len(colors) != len(names):
@@ -123,21 +145,42 @@ class FolderDataModule(SegmentationDataModule):
         self.label_map = label_map_of(mask_map, len(names), ignore_index, mask_format)
         super().__init__(**kwargs)
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images after `bands`: the model's input channels, from the header of
+        the first training image (read once)."""
+        if self._in_channels is None:
+            pairs = self.find_pairs()
+            stems = self.split_stems("train", sorted(pairs)) or sorted(pairs)
+            self._in_channels = image_channels(pairs[stems[0]][0], self.bands)
+        return self._in_channels
+
     def default_train_transforms(self) -> list[TransformSpec]:
+        rgb = len(self.mean) == 3  # one mean per channel: photometric jitter for RGB only
         if self.crop_size:
-            return train_preset(self.crop_size, self.scale_range)
-        return [
-            {"name": "HorizontalFlip", "p": 0.5},
-            {"name": "ColorJitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
-             "hue": 0.0, "p": 0.5},
-        ]  # fmt: skip
+            return train_preset(self.crop_size, self.scale_range, rgb=rgb)
+        jitter = {"name": "ColorJitter", "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
+                  "hue": 0.0, "p": 0.5}  # fmt: skip
+        return [{"name": "HorizontalFlip", "p": 0.5}] + ([jitter] if rgb else [])
 
     def build_dataset(self, split: Split, transform) -> FileDataset:
         pairs = self.find_pairs()
         stems = self.split_stems(split, sorted(pairs))
         palette = self.palette if self.mask_format == "rgb" else None
-        return FileDataset([pairs[s] for s in stems], self.label_map, transform,
-                           palette=palette, ignore_colour=self.ignore_color)  # fmt: skip
+        return BandFileDataset([pairs[s] for s in stems], self.label_map, transform,
+                               palette=palette, ignore_colour=self.ignore_color,
+                               bands=self.bands, channels=self.in_channels)  # fmt: skip
+
+    def check_channels(self) -> None:
+        """mean/std hold one value per image channel (after `bands`): else one ConfigError."""
+        if len(self.mean) != self.in_channels:
+            how = " after data.bands" if self.bands else ""
+            raise ConfigError(
+                f"data.mean / data.std have {len(self.mean)} values, but the images have "
+                f"{self.in_channels} channels{how} (first training image): give one value per "
+                f"channel (`seglight audit` measures them)"
+                + (", or select 3 bands with data.bands" if len(self.mean) == 3 else "")
+            )
 
     def find_pairs(self) -> dict[str, tuple[Path, Path]]:
         """stem -> (image, mask); every image needs its mask and every mask its image."""
@@ -166,6 +209,8 @@ class FolderDataModule(SegmentationDataModule):
         return {s: (images[s], masks[s]) for s in images}
 
     def setup(self, stage: str) -> None:
+        if stage != "predict" or self.predict_dir is None:  # predict_dir: needs no training data
+            self.check_channels()
         super().setup(stage)
         if self.label_check == "off":
             return

@@ -1,6 +1,6 @@
 """A folder dataset's class table and stored mask values: classes from the config or a YAML/JSON
-file, `mask_map` checked into a LabelMap, and the pixel count of each stored value over a split
-(what `label_check` reads)."""
+file, `mask_map` checked into a LabelMap, the pixel count of each stored value over a split
+(what `label_check` reads); and its dataset, which reads the chosen `bands` of each image."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -10,9 +10,10 @@ import numpy as np
 import yaml
 
 from seglight.data.base import default_num_workers
-from seglight.data.dataset import FileDataset
+from seglight.data.dataset import FileDataset, Sample
+from seglight.data.images import check_same_size, decode_image
 from seglight.data.io import LabelMap, read_mask_values
-from seglight.errors import ConfigError
+from seglight.errors import ConfigError, DataError
 
 
 def load_classes(
@@ -96,3 +97,28 @@ def stored_value_counts(dataset: FileDataset, workers: int | None = None) -> np.
         for counts in pool.map(count, dataset.pairs):
             total += counts
     return total
+
+
+class BandFileDataset(FileDataset):
+    """A FileDataset reading `bands` of each image; every image must then give `channels`
+    channels (those of the first training image), else a DataError naming the file."""
+
+    def __init__(self, *args, bands: list[int] | None = None, channels: int | None = None,
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.bands, self.channels = bands, channels
+
+    def load(self, index: int) -> Sample:
+        image_path, mask_path = self.pairs[index]
+        decoded = decode_image(image_path, self.exif_orientation, self.bands)
+        found = decoded.pixels.shape[2]
+        if self.channels is not None and found != self.channels:
+            raise DataError(
+                f"{image_path}: gives {found} channels{' (data.bands)' * bool(self.bands)}, "
+                f"the first training image {self.channels}: all images need the same bands"
+            )
+        mask = None
+        if mask_path is not None:
+            mask = self.read_mask(mask_path)
+            check_same_size(decoded, mask, image_path, mask_path)
+        return Sample(decoded.pixels, mask, Path(image_path).stem)

@@ -28,15 +28,20 @@ reproduce it from the file alone: 12-bit data in a 16-bit file spans [0, 4095 / 
 `mean`/`std` to the data's own statistics (in these [0, 1] units) and any such range is
 absorbed exactly. Grey images become 3 equal channels; alpha is dropped.
 
+Multi-band images (TIFF / GeoTIFF with 2 or more than 3 bands, `.npy` arrays) keep every band,
+with the same value rules: seglight.data.multiband. `bands` selects and orders channels of any
+image after reading (0-based: [2, 1, 0] turns RGB to BGR).
+
 Refused with one line: CMYK and other colour spaces without a faithful RGB conversion,
-multi-page or animated files, more than 4 channels, integers below 0 or above 65535, floats
-outside [0, 1] or not finite. Decoders: PIL (it raises on truncated files); 16-bit colour
-PNG/TIFF, which PIL reduces to 8 bits, and TIFFs PIL cannot open (float RGB) go through OpenCV
-(albumentations' own dependency), decoded from the same bytes.
+multi-page or animated files, more than 4 channels (PNG, JPEG, ...), integers below 0 or above
+65535, floats outside [0, 1] or not finite. Decoders: PIL (it raises on truncated files);
+16-bit colour PNG/TIFF, which PIL reduces to 8 bits, and TIFFs PIL cannot open (float RGB) go
+through OpenCV (albumentations' own dependency), decoded from the same bytes.
 """
 
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +49,7 @@ import cv2
 import numpy as np
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
+from seglight.data.multiband import decode_multiband, is_multiband, select_bands, to_unit_range
 from seglight.errors import DataError
 
 ORIENTATION_TAG = 0x0112
@@ -76,7 +82,8 @@ _TURN = {  # for messages: what a viewer does to the stored pixels, and PIL's wa
 class DecodedImage:
     """An image file's pixels and how they were oriented.
 
-    pixels: (H, W, 3) uint8 (8-bit files) or float32 in [0, 1] (16-bit and float files).
+    pixels: (H, W, C) uint8 (8-bit files) or float32 in [0, 1] (16-bit and float files); C = 3
+        (RGB) but for multi-band files (seglight.data.multiband) or a `bands` selection.
     orientation: the file's EXIF orientation, 1-8 (1: none or no tag).
     oriented: whether `orientation` was applied to `pixels`.
     stored_size: (H, W) of the pixels as stored in the file, before any orientation.
@@ -94,15 +101,21 @@ class DecodedImage:
         return (w, h) if self.orientation >= 5 else (h, w)
 
 
-def read_image(path: str | Path, exif_orientation: bool = True) -> np.ndarray:
-    """(H, W, 3) RGB pixels: uint8 for 8-bit files, float32 in [0, 1] for 16-bit and float
-    files; as displayed (EXIF orientation applied) unless `exif_orientation` is False."""
-    return decode_image(path, exif_orientation).pixels
+def read_image(
+    path: str | Path, exif_orientation: bool = True, bands: Sequence[int] | None = None
+) -> np.ndarray:
+    """(H, W, 3) RGB pixels (multi-band files: (H, W, bands); `bands`: (H, W, len(bands))):
+    uint8 for 8-bit files, float32 in [0, 1] for 16-bit and float files; as displayed (EXIF
+    orientation applied) unless `exif_orientation` is False."""
+    return decode_image(path, exif_orientation, bands).pixels
 
 
-def decode_image(path: str | Path, exif_orientation: bool = True) -> DecodedImage:
-    """Decode one image file (read once) into RGB pixels and its orientation; see the module
-    docstring for the rules. Raises DataError naming the file for anything it cannot read."""
+def decode_image(
+    path: str | Path, exif_orientation: bool = True, bands: Sequence[int] | None = None
+) -> DecodedImage:
+    """Decode one image file (read once) into RGB (or multi-band) pixels and its orientation,
+    then keep `bands` (0-based channel indices) if given; see the module docstring for the
+    rules. Raises DataError naming the file for anything it cannot read."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -110,7 +123,10 @@ def decode_image(path: str | Path, exif_orientation: bool = True) -> DecodedImag
     except OSError as e:
         raise DataError(f"{path}: cannot read image file: {e.strerror or e}") from None
     try:
-        pixels, orientation, stored = _decode(data, path)
+        if is_multiband(data, path):
+            pixels, orientation, stored = decode_multiband(data, path)
+        else:
+            pixels, orientation, stored = _decode(data, path)
     except DataError:
         raise
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
@@ -123,6 +139,7 @@ def decode_image(path: str | Path, exif_orientation: bool = True) -> DecodedImag
         raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {e}") from None
     if exif_orientation and orientation != 1:
         pixels = orient(pixels, orientation)
+    pixels = select_bands(pixels, bands, path)
     return DecodedImage(pixels, orientation, exif_orientation, stored)
 
 
@@ -229,32 +246,7 @@ def _to_rgb(array: np.ndarray, path, bgr: bool = False) -> np.ndarray:
         array = array[..., 2::-1] if bgr else array[..., :3]  # alpha dropped
     else:
         array = array[..., :1]  # grey (+ alpha)
-    if array.dtype == np.uint8:
-        out = array
-    elif array.dtype == np.bool_:
-        out = array.astype(np.uint8) * 255
-    elif array.dtype.kind in "ui":
-        lo, hi = int(array.min()), int(array.max())
-        if lo < 0 or hi > 65535:
-            raise DataError(
-                f"{path}: integer pixel values span {lo}..{hi}, beyond 16 bits; seglight scales "
-                f"integer images by their 8- or 16-bit range: save as 16-bit, or as float in "
-                f"[0, 1]"
-            )
-        out = array.astype(np.float32) / np.float32(65535)
-    elif array.dtype.kind == "f":
-        out = array.astype(np.float32)
-        if not np.isfinite(out).all():
-            raise DataError(f"{path}: float image has NaN or infinite values; fill them first")
-        lo, hi = float(out.min()), float(out.max())
-        if lo < 0 or hi > 1:
-            raise DataError(
-                f"{path}: float pixel values span {lo:g}..{hi:g}; seglight reads float images "
-                f"as already scaled to [0, 1]: rescale them (and set mean/std to match), or "
-                f"save as 16-bit integers"
-            )
-    else:
-        raise DataError(f"{path}: pixel type {array.dtype} cannot be read as an image")
+    out = to_unit_range(array, path)
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
     return np.ascontiguousarray(out)

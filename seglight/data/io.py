@@ -1,6 +1,7 @@
 """Reading image and mask files exactly, once each, with errors that name the file.
 
-Images: seglight.data.images (re-exported here): orientation, 16-bit and float rules.
+Images: seglight.data.images (re-exported here): orientation, 16-bit and float rules; multi-band
+TIFF and .npy images: seglight.data.multiband.
 Masks: PIL too, because only PIL returns a palette PNG's *indices* (what VOC stores); OpenCV
 always expands the palette to colours. Label values are validated from one np.bincount over
 the raw mask (O(pixels), no second decode); the counts also serve the dataset audit.
@@ -16,7 +17,8 @@ from seglight.data.images import check_same_size, decode_image, read_image  # no
 from seglight.errors import DataError
 
 INDEX_MODES = ("P", "L", "1")  # masks whose pixel values are label ids ("1": 1-bit, 0/1)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# .npy: multi-band arrays (seglight.data.multiband); .tif/.tiff may hold any number of bands.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")
 
 
 def read_mask_raw(path: str | Path, modes: tuple[str, ...] = INDEX_MODES) -> tuple[np.ndarray, str]:

@@ -15,6 +15,13 @@ Images arrive as uint8 (8-bit files) or float32 in [0, 1] (16-bit and float file
 seglight.data.images): albumentations 2.0 transforms take both, and the final `Normalize` scales
 each by its own range (x / 255 or x) before (x - mean) / std, so an 8-bit image and its 16-bit
 version give the same input. 8-bit images stay uint8 until then (albumentations' fast paths).
+
+Multi-band images (seglight.data.multiband): mean/std hold one value per channel, and Normalize
+refuses images with another channel count (albumentations would broadcast silently). Geometric
+transforms work on any number of channels (albumentations 2.0 resamples > 4 channels in chunks
+of 4, the same as band by band); the photometric transforms in RGB_ONLY raise on anything but
+3 channels in albumentations 2.0.8, so a pipeline whose mean/std do not give 3 channels refuses
+them when built, naming them (RandomBrightnessContrast, RandomGamma, GaussNoise, ... work).
 """
 
 import inspect
@@ -26,11 +33,30 @@ import albumentations as A
 import numpy as np
 import torch
 
-from seglight.errors import ConfigError, did_you_mean
+from seglight.errors import ConfigError, DataError, did_you_mean
 
 TransformSpec = dict[str, Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Photometric transforms that only take 3-channel (some also 1-channel) images: each raises on
+# 4 or more channels in albumentations 2.0.8 (RGBShift: 3 shifts; ToGray/ToSepia: colour).
+RGB_ONLY = frozenset(
+    "ChromaticAberration CLAHE ColorJitter Equalize HEStain HueSaturationValue ISONoise "
+    "PlanckianJitter RandomFog RandomGravel RandomRain RandomSnow RandomSunFlare RGBShift Spatter "
+    "ToGray ToSepia".split()
+)
+
+
+def check_normalization(mean: Sequence[float], std: Sequence[float]) -> None:
+    """One value per image channel (as many means as stds, at least one), std > 0: else a
+    one-line ConfigError. The channel count itself is checked against the images by Normalize."""
+    if not len(mean) or len(mean) != len(std):
+        raise ConfigError(
+            f"data.mean / data.std: one value each per image channel (3 for RGB), got "
+            f"{len(mean)} and {len(std)}: {list(mean)}, {list(std)}"
+        )
+    if not all(s > 0 for s in std):
+        raise ConfigError(f"data.std: every value must be > 0, got {list(std)}")
 
 
 class Normalize(A.ImageOnlyTransform):
@@ -51,6 +77,12 @@ class Normalize(A.ImageOnlyTransform):
         }
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        channels = img.shape[2] if img.ndim == 3 else 1
+        if channels != len(self.mean):
+            raise DataError(
+                f"data.mean / data.std have {len(self.mean)} values, but the images have "
+                f"{channels} channels{_band_hint(channels, len(self.mean))}"
+            )
         normalize = self._by_dtype.get(img.dtype)
         if normalize is None:
             raise TypeError(
@@ -62,8 +94,18 @@ class Normalize(A.ImageOnlyTransform):
         return ("mean", "std")
 
 
-def build_transform(spec: TransformSpec, ignore_index: int, where: str) -> A.BasicTransform:
-    """One albumentations transform from {"name": ClassName, **arguments}."""
+def _band_hint(channels: int, values: int) -> str:
+    hint = ": give one value per channel (`seglight audit` measures them)"
+    if channels != 3 and values == 3:
+        hint += ", or select 3 bands with data.bands"
+    return hint
+
+
+def build_transform(
+    spec: TransformSpec, ignore_index: int, where: str, channels: int = 3
+) -> A.BasicTransform:
+    """One albumentations transform from {"name": ClassName, **arguments}; for images of
+    `channels` channels (RGB_ONLY transforms refused unless 3)."""
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"{where}: each transform needs a 'name', got {spec!r}")
     args = dict(spec)
@@ -74,6 +116,12 @@ def build_transform(spec: TransformSpec, ignore_index: int, where: str) -> A.Bas
             f"{where}: unknown albumentations transform '{name}'"
             f"{did_you_mean(str(name), _transform_names())}"
         )
+    if channels != 3 and name in RGB_ONLY:
+        raise ConfigError(
+            f"{where}: {name} works on RGB images only, but these have {channels} channels "
+            f"(data.mean / data.std values): remove it, or use a per-channel transform "
+            f"(RandomBrightnessContrast, RandomGamma, GaussNoise)"
+        )
     params = inspect.signature(cls.__init__).parameters
     unknown = [k for k in args if k not in params]
     if unknown:
@@ -83,7 +131,8 @@ def build_transform(spec: TransformSpec, ignore_index: int, where: str) -> A.Bas
         )
     if "transforms" in args:  # OneOf, SomeOf, Sequential: nested lists
         args["transforms"] = [
-            build_transform(s, ignore_index, f"{where}.{name}") for s in args["transforms"]
+            build_transform(s, ignore_index, f"{where}.{name}", channels)
+            for s in args["transforms"]
         ]
     if "fill_mask" in params and "fill_mask" not in args:
         args["fill_mask"] = ignore_index
@@ -103,11 +152,13 @@ def build_pipeline(
 ) -> A.Compose:
     """Compose the listed transforms, then Normalize (always last, so no pipeline forgets it).
 
-    Input: image (H, W, 3) uint8 or float32 in [0, 1], mask (H, W) uint8/int. Output image
-    float32 (H', W', 3).
+    Input: image (H, W, C) uint8 or float32 in [0, 1], mask (H, W) uint8/int. Output image
+    float32 (H', W', C). C = len(mean) (3: RGB): RGB_ONLY transforms are refused for others.
     """
+    check_normalization(mean, std)
     transforms = [
-        build_transform(s, ignore_index, f"{where}[{i}]") for i, s in enumerate(specs or [])
+        build_transform(s, ignore_index, f"{where}[{i}]", len(mean))
+        for i, s in enumerate(specs or [])
     ]
     transforms.append(Normalize(mean=tuple(mean), std=tuple(std)))
     # albumentations keeps its own RNG, untouched by seed_everything and unseeded by default:
@@ -118,11 +169,12 @@ def build_pipeline(
 
 
 def train_preset(
-    crop_size: tuple[int, int], scale: tuple[float, float] = (0.5, 2.0)
+    crop_size: tuple[int, int], scale: tuple[float, float] = (0.5, 2.0), rgb: bool = True
 ) -> list[TransformSpec]:
     """The usual recipe of the benchmarks (mmsegmentation, torchvision references): random
     rescale by `scale` (on the image's own size), pad to the crop size (masks with ignore_index,
-    by build_transform's default), random crop, horizontal flip, photometric jitter.
+    by build_transform's default), random crop, horizontal flip, photometric jitter (RGB only:
+    not `rgb`, multi-band images get the geometric steps alone).
 
     The first step pads (bottom/right, masks with ignore_index) images with a side so short
     that the smallest scale would round it to 0 pixels: albumentations' RandomScale computes
@@ -131,7 +183,7 @@ def train_preset(
     h, w = crop_size
     min_side = math.ceil(1 / scale[0])
     min_side += min_side * scale[0] < 1  # float rounding: int(min_side * scale) must be >= 1
-    return [
+    preset = [
         {
             "name": "PadIfNeeded",
             "min_height": min_side,
@@ -142,15 +194,18 @@ def train_preset(
         {"name": "PadIfNeeded", "min_height": h, "min_width": w, "position": "top_left"},
         {"name": "RandomCrop", "height": h, "width": w},
         {"name": "HorizontalFlip", "p": 0.5},
-        {
-            "name": "ColorJitter",
-            "brightness": 0.25,
-            "contrast": 0.25,
-            "saturation": 0.25,
-            "hue": 0.0,
-            "p": 0.5,
-        },
     ]
+    return preset + [dict(COLOR_JITTER)] if rgb else preset
+
+
+COLOR_JITTER: TransformSpec = {
+    "name": "ColorJitter",
+    "brightness": 0.25,
+    "contrast": 0.25,
+    "saturation": 0.25,
+    "hue": 0.0,
+    "p": 0.5,
+}
 
 
 def _transform_names() -> list[str]:
