@@ -238,8 +238,10 @@ class SegmentationLoss(nn.Module):
             # gradients instead of CE's / focal's NaN and Lovasz's empty tensor.
             zero = _zero(logits)
             return {"loss": zero, **{name: zero for name in self.terms}}
-        if self.task == "binary":
-            mask = mask[:, None]  # (B, 1, H, W), the shape of the logits
+        if self.task != "multiclass":
+            # fp16 sums over all pixels overflow (65504 max) into NaN: score half precision in fp32.
+            logits = logits.float() if logits.element_size() < 4 else logits
+            mask = mask[:, None] if self.task == "binary" else mask  # binary: (B, 1, H, W)
         parts = {name: term(logits, mask) for name, term in self.terms.items()}
         total = sum(self.weights[name] * value for name, value in parts.items())
         return {"loss": total, **parts}

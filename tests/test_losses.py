@@ -524,6 +524,8 @@ BAD_ML[0, 0, 0, 0], BAD_ML[0, 2, 1, 1] = -1, 2
             r"binary task: mask has values \[-1, 2, 7\] that are neither 0, 1 nor ignore_index=255",
         ),
         ("multilabel", (1, 3, 2, 3), BAD_ML, r"multilabel task: mask has values \[-1, 2\] that"),
+        ("binary", (1, 1, 2, 3), torch.tensor([[[0, 2, 1], [1, 1, 0]]]), r"values \[2\] that"),
+        ("multilabel", (1, 3, 2, 3), BAD_ML.clamp(min=0), r"values \[2\] that are neither"),
     ],
 )
 def test_invalid_sigmoid_inputs(task, logits_shape, mask, match):
@@ -538,3 +540,30 @@ def test_sigmoid_mask_must_be_long(task):
     mask = torch.zeros(logits.shape[:1] + logits.shape[2:] if task == "binary" else logits.shape)
     with pytest.raises(ValueError, match="mask must be torch.long"):
         build_loss(SIG_ALL, NUM[task], IGNORE, task)(logits, mask.to(torch.uint8))
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+def test_sigmoid_half_precision_is_scored_in_float32(task):
+    # 160000 entries of BCE log 2 sum past float16's 65504: summed in float16 this gave NaN
+    shape = (1, 1, 400, 400)
+    x = torch.zeros(shape, dtype=torch.float16, requires_grad=True)
+    mask = torch.ones(shape if task == "multilabel" else (1, 400, 400), dtype=torch.long)
+    out = build_loss(SIG_ALL, 2 if task == "binary" else 1, IGNORE, task)(x, mask)
+    assert out["ce"].dtype == torch.float32
+    assert out["ce"].item() == approx(math.log(2))
+    assert out["focal"].item() == approx(0.25 * math.log(2))  # (1 - 1/2)^2 log 2
+    assert out["dice"].item() == approx(1 - 1 / 1.5)  # 1 - 2 * 0.5 / (0.5 + 1) per entry
+    out["loss"].backward()
+    assert x.grad.dtype == torch.float16 and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("gamma, alpha", [(2.0, None), (1.5, 0.25)])
+def test_binary_focal_matches_smp_binary_focal(gamma, alpha):
+    # the masked focal replaces smp's binary FocalLoss (which syncs to drop ignored pixels and
+    # gives NaN on an all-ignored batch) with the same value where smp's is defined
+    from segmentation_models_pytorch.losses import FocalLoss
+
+    smp_focal = FocalLoss("binary", alpha=alpha, gamma=gamma, ignore_index=IGNORE)
+    expected = smp_focal(torch.tensor(BIN_LOGITS), torch.tensor(BIN_MASK)).item()
+    cfg = LossConfig(ce=0.0, focal=1.0, focal_gamma=gamma, focal_alpha=alpha)
+    assert run_task(cfg, "binary", BIN_LOGITS, BIN_MASK)["focal"] == approx(expected)
