@@ -15,7 +15,7 @@ from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, LovaszLoss
 from torch import Tensor, nn
 
 from seglight.errors import ConfigError, did_you_mean
-from seglight.task_losses import TASKS, check_sigmoid_inputs, sigmoid_term
+from seglight.task_losses import TASKS, LovaszHinge, MaskedBCE, MaskedFocal, check_sigmoid_inputs
 
 TERMS = ("ce", "dice", "focal", "lovasz")
 
@@ -171,9 +171,17 @@ class SegmentationLoss(nn.Module):
         self.ignore_index = ignore_index
         self.weights = {name: getattr(config, name) for name in TERMS if getattr(config, name)}
         if task != "multiclass":
-            self.terms = nn.ModuleDict(
-                {name: sigmoid_term(name, task, config, ignore_index) for name in self.weights}
-            )
+            # binary / multilabel: smp's Dice drops ignored entries itself; the others are
+            # wrapped or replaced (why: seglight.task_losses).
+            sigmoid = {
+                "ce": lambda: MaskedBCE(task, cw, config.label_smoothing, ignore_index),
+                "dice": lambda: DiceLoss(
+                    task, from_logits=True, smooth=config.dice_smooth, ignore_index=ignore_index
+                ),
+                "focal": lambda: MaskedFocal(config.focal_gamma, config.focal_alpha, ignore_index),
+                "lovasz": lambda: LovaszHinge(task, config.lovasz_per_image, ignore_index),
+            }
+            self.terms = nn.ModuleDict({name: sigmoid[name]() for name in self.weights})
             return
         # What smp computes with ignore_index (checked against smp 0.6.0 source):
         # - Dice zeroes ignored pixels in both softmax and one-hot target (one_hot runs on

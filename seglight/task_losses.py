@@ -1,7 +1,7 @@
 """Loss terms and input checks for the sigmoid tasks, "binary" and "multilabel".
 
 Both tasks score one sigmoid logit per entry: binary has logits (B, 1, H, W) and a mask (B, H, W)
-(SegmentationLoss adds the channel axis before calling a term), multilabel logits and a mask both
+(SegmentationLoss adds the channel axis and builds the terms), multilabel logits and a mask both
 (B, L, H, W). Every term here takes logits and a target of the same shape, 0/1 where labelled and
 `ignore_index` elsewhere; ignored entries contribute neither value nor gradient.
 
@@ -11,24 +11,19 @@ What smp 0.6.0 does with ignore_index in these modes (read from its source, chec
   positive scores 0 but still counts in the mean over labels (as in multiclass).
 - FocalLoss: binary mode drops ignored pixels by boolean indexing (a host sync, and NaN when none
   is labelled); multilabel mode indexes each (B, H, W) label slice with the (B, L, H, W) mask and
-  raises IndexError whenever ignore_index is set. So _MaskedFocal replaces both, computing smp's
+  raises IndexError whenever ignore_index is set. So MaskedFocal replaces both, computing smp's
   own elementwise focal_loss_with_logits on masked entries.
 - LovaszLoss: binary and multilabel run the same Lovasz hinge, which drops ignored entries and
   scores an image with none labelled as 0 (per_image averages over all B images). Multilabel
   pools all labels into one Jaccard surrogate (smp's definition, kept). It crashes in torch.dot
-  for non-float32 logits, so _LovaszHinge runs it in float32.
+  for non-float32 logits, so LovaszHinge runs it in float32.
 """
-
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
+from segmentation_models_pytorch.losses import LovaszLoss
 from segmentation_models_pytorch.losses._functional import focal_loss_with_logits
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from seglight.losses import LossConfig
 
 TASKS = ("multiclass", "binary", "multilabel")
 
@@ -49,7 +44,7 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(den > 0, num, 0) / den.clamp_min(torch.finfo(num.dtype).tiny)
 
 
-class _MaskedBCE(nn.Module):
+class MaskedBCE(nn.Module):
     """Binary cross-entropy with logits, averaged over labelled entries.
 
     binary: class_weights (w_bg, w_fg) weight the negative and positive parts of each pixel's BCE
@@ -87,7 +82,7 @@ class _MaskedBCE(nn.Module):
         return _safe_div(loss.masked_fill(~valid, 0).sum(), norm.sum())
 
 
-class _MaskedFocal(nn.Module):
+class MaskedFocal(nn.Module):
     """smp's sigmoid focal loss per label, averaged over the label's labelled entries, then over
     the labels that have any (binary: one label, i.e. the mean over labelled pixels, as smp's
     binary FocalLoss). alpha weights positives (foreground), 1 - alpha negatives; None: no alpha.
@@ -109,7 +104,7 @@ class _MaskedFocal(nn.Module):
         return _safe_div((per_label * present).sum(), present.sum())
 
 
-class _LovaszHinge(nn.Module):
+class LovaszHinge(nn.Module):
     """smp's binary / multilabel LovaszLoss (the same Lovasz hinge), run in float32."""
 
     def __init__(self, task: str, per_image: bool, ignore_index: int) -> None:
@@ -119,19 +114,6 @@ class _LovaszHinge(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         # smp dots the sorted errors with a Jaccard gradient it builds in float32.
         return self.lovasz(logits.float(), target)
-
-
-def sigmoid_term(name: str, task: str, config: "LossConfig", ignore_index: int) -> nn.Module:
-    """The binary / multilabel module for term `name` (ce, dice, focal or lovasz)."""
-    if name == "ce":
-        return _MaskedBCE(task, config.class_weights, config.label_smoothing, ignore_index)
-    if name == "dice":
-        return DiceLoss(
-            task, from_logits=True, smooth=config.dice_smooth, ignore_index=ignore_index
-        )
-    if name == "focal":
-        return _MaskedFocal(config.focal_gamma, config.focal_alpha, ignore_index)
-    return _LovaszHinge(task, config.lovasz_per_image, ignore_index)
 
 
 def check_sigmoid_inputs(
