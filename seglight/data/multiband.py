@@ -1,9 +1,10 @@
 """Images with any number of bands: multi-band TIFF / GeoTIFF and NumPy `.npy` files.
 
-Which files. `.npy` files, and TIFFs (grey or RGB photometric) with 2 or more than 3 samples
-per pixel: every stored sample is a band, one tagged alpha too (writers tag the 4th band of an
+Which files. `.npy` files, and TIFFs with several samples per pixel that are grey bands
+(photometric min-is-black/white, GDAL's default: 2 or more samples) or RGB plus extra samples
+(4 or more): every stored sample is a band, one tagged alpha too (writers tag the 4th band of an
 R, G, B, NIR image as alpha: tifffile's default, GDAL's with PHOTOMETRIC=RGB), so no band is
-dropped silently. Every other file (PNG, JPEG, BMP, WebP, TIFFs with 1 or 3 samples, CMYK)
+dropped silently. Every other file (PNG, JPEG, BMP, WebP, single-band and RGB TIFFs, CMYK)
 keeps the RGB rules of seglight.data.images: grey as 3 equal channels, alpha dropped.
 
 Layouts. TIFF: samples interleaved (Y, X, S) or planar (S, Y, X), as the file says (tifffile
@@ -36,7 +37,6 @@ from seglight.errors import DataError
 
 NPY_MAGIC = b"\x93NUMPY"
 TIFF_MAGIC = (b"II*\0", b"MM\0*")
-_MULTIBAND_PHOTOMETRIC = (0, 1, 2)  # min-is-white, min-is-black (grey), RGB
 _ONE_PAGE = (
     "write one page holding every band, e.g. tifffile.imwrite(path, array_hwc, "
     "photometric='minisblack', planarconfig='contig')"
@@ -47,7 +47,7 @@ def is_multiband(data: bytes, path) -> bool:
     """Whether the file's bytes are read here (see the module docstring) rather than as RGB."""
     if data[:6] == NPY_MAGIC:
         return True
-    return data[:4] in TIFF_MAGIC and _tiff_channels(io.BytesIO(data)) != 3
+    return data[:4] in TIFF_MAGIC and _tiff_channels(io.BytesIO(data)) != 0
 
 
 def decode_multiband(data: bytes, path) -> tuple[np.ndarray, int, tuple[int, int]]:
@@ -87,7 +87,7 @@ def image_channels(path: str | Path, bands: Sequence[int] | None = None) -> int:
         if head[:6] == NPY_MAGIC:
             count = _npy_layout(np.load(path, mmap_mode="r", allow_pickle=False).shape, path)[1]
         elif head[:4] in TIFF_MAGIC:
-            count = _tiff_channels(Path(path))
+            count = _tiff_channels(Path(path)) or 3
         else:
             count = 3
     except FileNotFoundError:
@@ -105,12 +105,13 @@ def image_channels(path: str | Path, bands: Sequence[int] | None = None) -> int:
 
 
 def _tiff_channels(source) -> int:
-    """Bands of a TIFF read here, else 3 (read as RGB, or an unreadable header)."""
+    """Bands of a TIFF read here, else 0 (read as RGB, or an unreadable header)."""
     try:
         samples, photometric = _tiff_header(source)
     except Exception:  # noqa: BLE001 - unreadable header: reading the image says why
-        return 3
-    return samples if samples not in (1, 3) and photometric in _MULTIBAND_PHOTOMETRIC else 3
+        return 0
+    grey_bands = samples > 1 and photometric in (0, 1)  # min-is-white, min-is-black
+    return samples if grey_bands or (samples > 3 and photometric == 2) else 0  # 2: RGB
 
 
 def _tiff_header(source) -> tuple[int, int]:
