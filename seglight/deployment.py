@@ -72,10 +72,8 @@ def build_metadata(module: SegmentationModule, mean, std) -> dict[str, str]:
         "input_name": INPUT_NAME,
         "input_layout": layout,
         "output_name": OUTPUT_NAME,
-        "output_layout": (
-            f"{OUTPUT_NAME}: float32 (batch, num_classes, height, width), unnormalized class "
-            f"scores at the input's size; argmax over dim 1 gives class indices"
-        ),
+        "output_layout": _output_layout(module),
+        "task": str(getattr(module, "task", "multiclass")),
         "padding": (
             "inside the graph: H and W are padded (reflect) to multiples of output_stride "
             "and the logits cropped back"
@@ -90,6 +88,18 @@ def build_metadata(module: SegmentationModule, mean, std) -> dict[str, str]:
         "seglight_version": __version__,
         "torch_version": torch.__version__,
     }
+
+
+def _output_layout(module: SegmentationModule) -> str:
+    if getattr(module, "task", "multiclass") == "binary":
+        return (
+            f"{OUTPUT_NAME}: float32 (batch, 1, height, width), the foreground logit at the "
+            f"input's size; sigmoid >= threshold ({module.threshold}) gives foreground (1)"
+        )
+    return (
+        f"{OUTPUT_NAME}: float32 (batch, num_classes, height, width), unnormalized class "
+        f"scores at the input's size; argmax over dim 1 gives class indices"
+    )
 
 
 def min_side(stride: int) -> int:

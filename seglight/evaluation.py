@@ -153,6 +153,7 @@ def predict_logits(
     stride: int,
     protocol: EvalProtocol,
     num_classes: int,
+    activation: str = "softmax",
 ) -> torch.Tensor:
     """Logits (B, K, H, W) for images (B, C, H, W) of any H, W under `protocol`.
 
@@ -165,7 +166,9 @@ def predict_logits(
     with large logits from outvoting the others; returning their log keeps the output
     "logits-like": softmax gives the averaged probabilities back, argmax is their argmax, and
     cross-entropy on it is the NLL of the averaged probabilities. Within a view, overlapping
-    windows average logits (as mmsegmentation and nnU-Net do).
+    windows average logits (as mmsegmentation and nnU-Net do). activation "sigmoid" (binary: K
+    independent probabilities): the mean of the views' sigmoid probabilities, returned as its
+    logit log(p / (1 - p)), so sigmoid gives the averaged probability back.
     """
     h, w = images.shape[-2:]
     views = [
@@ -175,13 +178,17 @@ def predict_logits(
     ]
     if len(views) == 1:
         return _view_logits(model_fn, images, stride, protocol, num_classes, *views[0])
-    probs = None  # running sum of softmax probabilities, (B, K, H, W) float32
+    probs = None  # running sum of the views' probabilities, (B, K, H, W) float32
     for scale, flip in views:
         logits = _view_logits(model_fn, images, stride, protocol, num_classes, scale, flip)
-        p = logits.float().softmax(1)  # (B, K, H, W)
+        p = logits.float().sigmoid() if activation == "sigmoid" else logits.float().softmax(1)
         probs = p if probs is None else probs.add_(p)
     # log of the mean; clamp so a class no view gives any probability stays finite.
-    return probs.div_(len(views)).clamp_min_(torch.finfo(probs.dtype).tiny).log_()
+    tiny = torch.finfo(probs.dtype).tiny
+    mean = probs.div_(len(views))
+    if activation == "sigmoid":
+        return mean.clamp_min(tiny).log() - (1 - mean).clamp_min(tiny).log()
+    return mean.clamp_min_(tiny).log_()
 
 
 def _view_logits(

@@ -240,3 +240,21 @@ class MultilabelSegmentationMetrics(_ThresholdedCounts):
             "pixel_acc": (stp + stn) / (stp + sfp + sfn + stn),
             "counts": torch.stack([self.tp, self.fp, self.fn, self.tn], dim=1),  # (L, 4)
         }
+
+
+def class_view(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-class numbers SegmentationMetrics.compute gives, from a (C, C) confusion matrix
+    (rows = ground truth): a binary result reads like a 2-class one in tables and reports."""
+    counts = confmat.double()
+    tp, gt, pred = counts.diag(), counts.sum(1), counts.sum(0)
+    union = gt + pred - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+    acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.nan)
+    return {
+        "mIoU": iou.nanmean(),
+        "pixel_acc": tp.sum() / counts.sum(),
+        "mAcc": acc.nanmean(),
+        "IoU": iou,
+        "acc": acc,
+        "confmat": confmat.clone(),
+    }

@@ -25,12 +25,13 @@ from seglight.errors import ConfigError
 from seglight.evaluation import EvalProtocol, predict_logits, split_images
 from seglight.input_check import forward_checked
 from seglight.losses import LossConfig, build_loss
-from seglight.metrics import SegmentationMetrics
+from seglight.metrics import BinarySegmentationMetrics, SegmentationMetrics, class_view
 from seglight.networks import build_model, output_stride
 from seglight.nonfinite import NonFiniteGuard, NonFiniteLoss
 from seglight.schedulers import _TrainerLengthLR
 
 Stage = Literal["train", "val", "test"]
+Task = Literal["multiclass", "binary"]
 
 
 class SegmentationModule(L.LightningModule):
@@ -65,6 +66,10 @@ class SegmentationModule(L.LightningModule):
             one-line error naming the terms, step and files; exit 1), "skip" (no optimizer
             step, counted in `train/skipped_nonfinite`) or "off" (no check, no host sync per
             step); see seglight.nonfinite.
+        task: "multiclass" (softmax over num_classes) or "binary" (background/foreground: one
+            logit, sigmoid >= threshold); linked from the data module (data.task).
+        threshold: foreground probability from which a pixel is predicted foreground (binary);
+            recorded in the hyper-parameters and the test report.
         nonfinite_batch_dir: folder where a batch with a non-finite loss is saved with
             torch.save (its image, mask, name, ... plus epoch, step, batch_idx, rank, losses),
             to reproduce it; null = not saved.
@@ -88,6 +93,8 @@ class SegmentationModule(L.LightningModule):
         eval_protocol: EvalProtocol | None = None,
         nonfinite_loss: NonFiniteLoss = "stop",
         nonfinite_batch_dir: str | None = None,
+        task: Task = "multiclass",
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         # Callables are not hyper-parameters a checkpoint can rebuild; LightningCLI records the
@@ -107,6 +114,18 @@ class SegmentationModule(L.LightningModule):
             raise ConfigError(
                 f"model.class_names: {len(class_names)} names for num_classes={num_classes}"
             )
+        if task not in ("multiclass", "binary"):
+            raise ConfigError(f"model.task: expected 'multiclass' or 'binary', got {task!r}")
+        if task == "binary" and num_classes != 2:
+            raise ConfigError(
+                f"data.task: binary segmentation has 2 classes (background, foreground), got "
+                f"{num_classes}: {class_names}; list exactly two, e.g. classes: [background, crack]"
+            )
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"model.threshold: must be in (0, 1), got {threshold}")
+        self.task, self.threshold = task, float(threshold)
+        # Logit channels: one per class; one foreground logit for binary.
+        self.out_channels = 1 if task == "binary" else num_classes
         self.class_names = list(class_names)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -126,29 +145,36 @@ class SegmentationModule(L.LightningModule):
         name (seglight.networks); self.stride: the side lengths the network needs a multiple of."""
         hp = self.hparams
         self.net = build_model(
-            hp.arch, hp.encoder_name, hp.encoder_weights, hp.in_channels, hp.num_classes,
+            hp.arch, hp.encoder_name, hp.encoder_weights, hp.in_channels, self.out_channels,
             hp.model_kwargs,
         )  # fmt: skip
         self.stride = output_stride(self.net)
 
     def configure_losses(self) -> None:
         """self.criterion: (logits, mask) -> {"loss": total, <term>: unweighted term, ...}."""
-        self.criterion = build_loss(self.loss_config, self.num_classes, self.ignore_index)
+        self.criterion = build_loss(
+            self.loss_config, self.num_classes, self.ignore_index, task=self.task
+        )
 
     def configure_metrics(self) -> None:
         """Metrics of the validation and test splits: one confusion matrix each (summed over
         processes), and the mean over labelled images of each loss term, weighted by torchmetrics'
         MeanMetric (exact across processes, no host sync per step)."""
-        self.val_metrics = SegmentationMetrics(self.num_classes, self.ignore_index)
-        self.test_metrics = SegmentationMetrics(self.num_classes, self.ignore_index)
+        if self.task == "binary":
+            self.val_metrics = BinarySegmentationMetrics(self.threshold, self.ignore_index)
+            self.test_metrics = BinarySegmentationMetrics(self.threshold, self.ignore_index)
+        else:
+            self.val_metrics = SegmentationMetrics(self.num_classes, self.ignore_index)
+            self.test_metrics = SegmentationMetrics(self.num_classes, self.ignore_index)
         terms = ["loss", *getattr(self.criterion, "weights", {})]
         self.eval_losses = nn.ModuleDict(
             {stage: nn.ModuleDict({t: _mean_metric() for t in terms}) for stage in ("val", "test")}
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes, H, W) for images (B, in_channels, H, W) of any H, W; images
-        the network cannot take (channels, too small) raise a one-line ConfigError."""
+        """Logits (B, out_channels, H, W) for images (B, in_channels, H, W) of any H, W (one
+        channel per class; one foreground logit for binary); images the network cannot take
+        (channels, too small) raise a one-line ConfigError."""
         return forward_checked(self.net, images, self.stride)
 
     def compute_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -167,7 +193,24 @@ class SegmentationModule(L.LightningModule):
         (with TTA views: the log of the averaged probabilities)."""
         if self.eval_protocol.is_plain:
             return self(images)
-        return predict_logits(self, images, self.stride, self.eval_protocol, self.num_classes)
+        activation = "sigmoid" if self.task == "binary" else "softmax"
+        return predict_logits(
+            self, images, self.stride, self.eval_protocol, self.out_channels, activation
+        )
+
+    def predict_masks(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class indices (B, H, W) int64 from logits (B, K, H, W): the argmax, or for binary
+        sigmoid >= threshold (1 = foreground)."""
+        if self.task == "binary":
+            return (logits[:, 0].float().sigmoid() >= self.threshold).long()
+        return logits.argmax(1)
+
+    def metric_inputs(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the metrics count from logits (B, K, H, W): class indices (B, H, W), or for
+        binary the foreground probability (B, H, W) (the metric applies the threshold)."""
+        if self.task == "binary":
+            return logits[:, 0].float().sigmoid()
+        return logits.argmax(1)
 
     # --- Lightning steps ------------------------------------------------------------------
 
@@ -195,7 +238,7 @@ class SegmentationModule(L.LightningModule):
                            dtype=torch.long, device=images.device)  # fmt: skip
         for i, one in enumerate(split_images(batch)):
             h, w = one["image"].shape[-2:]
-            masks[i, :h, :w] = self.evaluation_logits(one["image"]).argmax(1)[0]
+            masks[i, :h, :w] = self.predict_masks(self.evaluation_logits(one["image"]))[0]
         return masks
 
     def on_validation_start(self) -> None:
@@ -263,7 +306,7 @@ class SegmentationModule(L.LightningModule):
                 if key not in losses:  # a term a subclass's compute_loss adds
                     losses[key] = _mean_metric().to(value.device)
                 losses[key].update(value.detach().double(), labelled)
-            metrics.update(out["logits"].argmax(1), one["mask"])
+            metrics.update(self.metric_inputs(out["logits"]), one["mask"])
 
     def _announce_protocol(self) -> None:
         """Print the evaluation protocol once per run, so every result says how it was made."""
@@ -289,10 +332,18 @@ class SegmentationModule(L.LightningModule):
             mean.reset()
 
     def _log_metrics(self, stage: Stage, metrics: SegmentationMetrics) -> None:
-        """Compute over the whole split (synced across processes) and log under `stage/`."""
+        """Compute over the whole split (synced across processes) and log under `stage/`:
+        mIoU, mAcc, pixel_acc and per-class IoU/acc; binary: fg_IoU (the foreground's IoU),
+        fg_dice, fg_precision, fg_recall and mIoU_2class (mean over both classes, the figure
+        multiclass papers give) instead of mIoU."""
         self._log_eval_losses(stage)
         result = {k: v.detach().cpu() for k, v in metrics.compute().items()}
         metrics.reset()
+        if self.task == "binary":  # per-class numbers for tables and reports, plus fg_*
+            binary = result
+            result = class_view(binary["confmat"])
+            result |= {f"fg_{k}": binary[k] for k in ("IoU", "dice", "precision", "recall")}
+            result["mIoU_2class"] = binary["mIoU_2class"]
         if int(result["confmat"].sum()) == 0 and not self.trainer.sanity_checking:
             rank_zero_warn(
                 f"{stage}: no labelled pixel in the whole split, so every metric is NaN. "
@@ -300,8 +351,13 @@ class SegmentationModule(L.LightningModule):
             )
         self.last_metrics[stage] = result
         # Values are already reduced over all processes by torchmetrics: no sync_dist.
-        self.log(f"{stage}/mIoU", result["mIoU"].float(), prog_bar=True)
-        logged = {f"{stage}/{k}": result[k].float() for k in ("pixel_acc", "mAcc")}
+        if self.task == "binary":
+            self.log(f"{stage}/fg_IoU", result["fg_IoU"].float(), prog_bar=True)
+            keys = ("fg_dice", "fg_precision", "fg_recall", "mIoU_2class", "pixel_acc", "mAcc")
+        else:
+            self.log(f"{stage}/mIoU", result["mIoU"].float(), prog_bar=True)
+            keys = ("pixel_acc", "mAcc")
+        logged = {f"{stage}/{k}": result[k].float() for k in keys}
         pixels = result["confmat"].sum(1).float()  # (C,) ground-truth pixels per class
         for i, name in enumerate(self.class_names):
             logged[f"{stage}/IoU/{name}"] = result["IoU"][i].float()

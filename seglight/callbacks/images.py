@@ -157,6 +157,6 @@ def _predict(pl_module: L.LightningModule, image: torch.Tensor) -> np.ndarray:
     try:
         batch = image[None].to(pl_module.device, pl_module.dtype)  # (1, 3, H, W)
         logits = pl_module.evaluation_logits(batch)  # (1, C, H, W)
-        return logits.argmax(1)[0].cpu().numpy()
+        return pl_module.predict_masks(logits)[0].cpu().numpy()  # (H, W) class ids
     finally:
         pl_module.train(was_training)

@@ -30,6 +30,11 @@ class ClassReport(L.Callback):
         report = build_report(pl_module.class_names, result)
         report["checkpoint"] = str(trainer.ckpt_path) if trainer.ckpt_path else None
         report["protocol"] = getattr(pl_module, "protocol_description", "whole")
+        report["task"] = getattr(pl_module, "task", "multiclass")
+        if report["task"] == "binary":  # the decision threshold and the foreground's numbers
+            report["threshold"] = pl_module.threshold
+            for key in ("fg_IoU", "fg_dice", "fg_precision", "fg_recall", "mIoU_2class"):
+                report[key] = json_number(result[key])
         (folder / "test_report.json").write_text(json.dumps(report, indent=2))
         with open(folder / "test_report.csv", "w", newline="") as f:
             writer = csv.writer(f)

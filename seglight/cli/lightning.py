@@ -78,7 +78,7 @@ class SeglightCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data module knows its classes; the model is told, so a config states them once.
-        for key in ("num_classes", "ignore_index", "class_names"):
+        for key in ("num_classes", "ignore_index", "class_names", "task"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         parser.set_defaults(
             {"model": {"class_path": DEFAULT_MODEL}, "data": {"class_path": DEFAULT_DATA}}

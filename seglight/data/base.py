@@ -32,6 +32,8 @@ from seglight.data.transforms import (
 from seglight.errors import ConfigError
 
 Split = Literal["train", "val", "test", "predict"]
+Task = Literal["multiclass", "binary"]
+TASKS = ("multiclass", "binary")
 
 
 def default_num_workers() -> int:
@@ -78,6 +80,9 @@ class SegmentationDataModule(L.LightningDataModule):
             instead of the dataset's predict split.
         exif_orientation: read photos as displayed (EXIF orientation applied, as annotation
             tools show them); false = the stored pixels, for masks drawn on those.
+        task: "multiclass" (one class per pixel, softmax) or "binary" (two classes,
+            background and foreground: one logit, sigmoid and a threshold); linked into the
+            model by the CLI.
     """
 
     class_names: list[str] = []
@@ -97,8 +102,12 @@ class SegmentationDataModule(L.LightningDataModule):
         std: Sequence[float] = IMAGENET_STD,
         predict_dir: str | None = None,
         exif_orientation: bool = True,
+        task: Task = "multiclass",
     ) -> None:
         super().__init__()
+        if task not in TASKS:
+            raise ConfigError(f"data.task: expected one of {', '.join(TASKS)}, got {task!r}")
+        self.task = task
         self.exif_orientation = exif_orientation
         self.predict_dir = predict_dir
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):

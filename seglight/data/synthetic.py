@@ -6,7 +6,8 @@ of the class's own (classes are 90 degrees apart) with any saturation and bright
 striped or speckled textures, while the background (a colour gradient, thin lines and blobs, pixel
 noise) takes any colour, so a model must use extent and borders too. Objects overlap. The band
 of `border_ignore` pixels on each side of every object border is labelled ignore_index, as
-PASCAL VOC labels its boundaries.
+PASCAL VOC labels its boundaries. With `task: binary` the classes are background and "shape":
+every object is foreground, the same images and ignore bands.
 """
 
 import cv2
@@ -21,6 +22,7 @@ CLASS_NAMES = ["background", "circle", "square", "triangle", "cross"]
 CLASS_HUES = [0, 0, 90, 180, 270]  # degrees; index 0 (background) unused
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25]]
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
+BINARY_NAMES = ["background", "shape"]
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
@@ -127,10 +129,18 @@ class SyntheticDataset(SegmentationDataset):
     """`length` generated samples of one split; sample i is generated from (seed, split, i)."""
 
     def __init__(
-        self, split: Split, length: int, seed: int, options: dict, transform, ignore_index=255
+        self,
+        split: Split,
+        length: int,
+        seed: int,
+        options: dict,
+        transform,
+        ignore_index=255,
+        binary: bool = False,
     ):
         super().__init__(transform, ignore_index)
         self.split, self.length, self.seed, self.options = split, length, seed, options
+        self.binary = binary  # every object class -> 1 (foreground); ignore stays
 
     def __len__(self) -> int:
         return self.length
@@ -140,11 +150,14 @@ class SyntheticDataset(SegmentationDataset):
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], index])
         image, mask = generate(rng, ignore_index=self.ignore_index, **self.options)
+        if self.binary:
+            mask = np.where(mask == self.ignore_index, mask, mask > 0).astype(np.uint8)
         return Sample(image, mask, f"{self.split}_{index:05d}")
 
 
 class SyntheticDataModule(SegmentationDataModule):
-    """Generated shapes (circle, square, triangle, cross) on cluttered backgrounds.
+    """Generated shapes (circle, square, triangle, cross) on cluttered backgrounds; with
+    `task: binary`, shape vs background.
 
     Args:
         image_size: height and width of every image, in pixels.
@@ -204,6 +217,8 @@ class SyntheticDataModule(SegmentationDataModule):
             border=border_ignore,
         )
         super().__init__(**kwargs)
+        if self.task == "binary":
+            self.class_names, self.palette = BINARY_NAMES, PALETTE[:2]
 
     def default_train_transforms(self) -> list[TransformSpec]:
         return [
@@ -213,6 +228,5 @@ class SyntheticDataModule(SegmentationDataModule):
         ]
 
     def build_dataset(self, split: Split, transform) -> SyntheticDataset:
-        return SyntheticDataset(
-            split, self.sizes[split], self.seed, self.options, transform, self.ignore_index
-        )
+        return SyntheticDataset(split, self.sizes[split], self.seed, self.options, transform,
+                                self.ignore_index, binary=self.task == "binary")  # fmt: skip

@@ -13,6 +13,7 @@ from seglight.data.folder import FolderDataModule
 from seglight.errors import ConfigError, DataError
 
 from seglight_testing import QUICKSTART, one_error_line
+from seglight_testing.datasets import make_binary
 
 BINARY = ["background", "foreground"]
 # The quickstart config (its callbacks, logging, optimizer) on a binary folder of 32 px images.
@@ -28,30 +29,6 @@ FOLDER = [
     "--trainer.log_every_n_steps=1",
 ]  # fmt: skip
 MAP = "--data.mask_map={0: 0, 255: 1}"
-
-
-def make_binary(root, n=16, size=32, suffix="", same_dir=False, one_bit=False, seed=0):
-    """Dark noisy photos (JPEG) with one bright square, the foreground; masks 0/255 grey PNGs
-    (or 0/1 1-bit PNGs) named <stem><suffix>.png, in masks/ or beside the images."""
-    rng = np.random.default_rng(seed)
-    images = root / "images"
-    masks = images if same_dir else root / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir(exist_ok=True)
-    for i in range(n):
-        image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-        mask = np.zeros((size, size), bool)
-        side = int(rng.integers(size // 4, size // 2))
-        y, x = rng.integers(0, size - side, 2)
-        mask[y : y + side, x : x + side] = True
-        image[mask] = rng.integers(190, 256, (int(mask.sum()), 3), dtype=np.uint8)
-        Image.fromarray(image).save(images / f"img_{i:02d}.jpg", quality=95)
-        if one_bit:
-            Image.fromarray(mask).save(masks / f"img_{i:02d}{suffix}.png")  # mode "1"
-        else:
-            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(
-                masks / f"img_{i:02d}{suffix}.png"
-            )
 
 
 def module(root, **kwargs) -> FolderDataModule:

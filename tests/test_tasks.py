@@ -1,0 +1,126 @@
+"""The `task` switch (issue 12): binary segmentation end to end — one foreground logit, sigmoid
+and a threshold, BCE/Dice, binary metrics, reports, predictions and export metadata — on the
+built-in data and on a folder of 0/255 masks, checked against numpy on the predicted files."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seglight import SegmentationModule
+from seglight.cli import main
+from seglight.deployment import build_metadata
+from seglight.evaluation import EvalProtocol, predict_logits
+
+from seglight_testing import ROOT, one_error_line
+from seglight_testing.datasets import make_binary
+
+BINARY = str(ROOT / "configs" / "binary.yaml")
+SHRINK = [
+    "--data.image_size=32", "--data.train_size=16", "--data.val_size=4", "--data.test_size=4",
+    "--data.predict_size=2", "--data.batch_size=4", "--data.num_workers=0",
+    "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
+    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+]  # fmt: skip
+
+
+def test_binary_recipe_fits_tests_and_reports(in_tmp):
+    c = main(["fit", "--config", BINARY, *SHRINK, "--trainer.max_epochs=1"])
+    assert c.model.task == "binary" and c.model.net.segmentation_head[0].out_channels == 1
+    main(["test", "--config", BINARY, *SHRINK, "--ckpt_path=outputs/binary/checkpoints/best.ckpt"])
+    (path,) = in_tmp.glob("outputs/binary/logs/version_*/test_report.json")
+    report = json.loads(path.read_text())
+    assert report["task"] == "binary" and report["threshold"] == 0.5
+    assert [row["name"] for row in report["classes"]] == ["background", "shape"]
+    for key in ("fg_IoU", "fg_dice", "fg_precision", "fg_recall", "mIoU_2class"):
+        assert 0 <= report[key] <= 1, key
+    # The foreground's IoU is the per-class table's, and mIoU_2class the mean of both rows.
+    rows = {row["name"]: row["IoU"] for row in report["classes"]}
+    assert report["fg_IoU"] == pytest.approx(rows["shape"], rel=1e-9)
+    assert report["mIoU_2class"] == pytest.approx((rows["shape"] + rows["background"]) / 2)
+
+
+def test_zero_255_folder_trains_binary_and_fg_iou_matches_numpy_on_the_written_masks(in_tmp):
+    make_binary(in_tmp / "data", n=24, size=32)
+    folder = [
+        "--config", BINARY, "--data=seglight.data.FolderDataModule", "--data.root=data",
+        "--data.classes=[background, square]", "--data.task=binary",
+        "--data.mask_map={0: 0, 255: 1}", "--data.val_fraction=0.25", "--data.batch_size=4",
+        "--data.num_workers=0", "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
+        "--model.lr_scheduler=null", "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    main(["fit", *folder, "--trainer.max_epochs=3"])
+    ckpt = "--ckpt_path=outputs/binary/checkpoints/last.ckpt"
+    c = main(["test", *folder, ckpt])
+    fg_iou = float(c.model.last_metrics["test"]["fg_IoU"])
+    # The test split's images, predicted one by one to PNG files by `predict`.
+    (in_tmp / "test_images").mkdir()
+    pairs = c.datamodule.datasets["test"].pairs
+    for image, _ in pairs:
+        shutil.copy(image, in_tmp / "test_images" / image.name)
+    main(["predict", *folder, ckpt, "--data.predict_dir=test_images"])
+    tp = fp = fn = 0
+    for image, mask in pairs:
+        pred = np.array(Image.open(in_tmp / "outputs/binary/predictions" / f"{image.stem}.png"))
+        truth = np.array(Image.open(mask)) == 255  # the 0/255 file as stored
+        assert set(np.unique(pred)) <= {0, 1}
+        tp += int((pred.astype(bool) & truth).sum())
+        fp += int((pred.astype(bool) & ~truth).sum())
+        fn += int((~pred.astype(bool) & truth).sum())
+    assert tp + fn > 0  # the 255s are foreground, not ignored
+    assert fg_iou == pytest.approx(tp / (tp + fp + fn), abs=1e-6)
+
+
+def test_binary_needs_exactly_two_classes(in_tmp, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", BINARY, *SHRINK, "--data=seglight.data.FolderDataModule",
+              "--data.root=data", "--data.classes=[a, b, c]", "--data.task=binary"])  # fmt: skip
+    line = one_error_line(capsys)
+    assert "binary segmentation has 2 classes (background, foreground), got 3" in line
+
+
+def test_a_bad_task_or_threshold_is_one_line(in_tmp, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", BINARY, *SHRINK, "--data.task=multi-label"])
+    line = one_error_line(capsys)
+    assert "task" in line and "'multiclass', 'binary'" in line and "multi-label" in line
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", BINARY, *SHRINK, "--model.threshold=1.5"])
+    assert "model.threshold: must be in (0, 1), got 1.5" in one_error_line(capsys)
+
+
+def tiny_binary(**kwargs) -> SegmentationModule:
+    return SegmentationModule(encoder_name="resnet18", num_classes=2, task="binary",
+                              model_kwargs={"decoder_channels": [8, 8, 8, 8, 8]},
+                              class_names=["background", "crack"], **kwargs)  # fmt: skip
+
+
+def test_the_threshold_decides_foreground_inclusively():
+    model = tiny_binary(threshold=0.7)
+    p = torch.tensor([0.2, 0.69, 0.7, 0.71, 0.99]).view(1, 1, 1, 5)  # probabilities
+    logits = torch.log(p) - torch.log1p(-p)
+    assert model.predict_masks(logits).tolist() == [[[0, 0, 1, 1, 1]]]
+    assert torch.allclose(model.metric_inputs(logits), p[:, 0], atol=1e-6)
+
+
+def test_binary_tta_averages_the_views_sigmoid_probabilities():
+    images = torch.randn(1, 3, 8, 8)
+    weights = torch.randn(1, 3, 1, 1)
+
+    def net(x):  # (B, 3, H, W) -> one logit per pixel, not flip-invariant
+        return (x * weights).sum(1, keepdim=True) + torch.linspace(-2, 2, x.shape[-1])
+
+    protocol = EvalProtocol(flip=True)
+    out = predict_logits(net, images, 1, protocol, 1, activation="sigmoid")
+    expected = (net(images).sigmoid() + net(images.flip(-1)).flip(-1).sigmoid()) / 2
+    assert torch.allclose(out.sigmoid(), expected, atol=1e-6)
+
+
+def test_export_metadata_says_how_to_read_a_binary_output():
+    meta = build_metadata(tiny_binary(threshold=0.4), (0.5,) * 3, (0.25,) * 3)
+    assert meta["task"] == "binary" and meta["num_classes"] == "2"
+    assert "(batch, 1, height, width)" in meta["output_layout"]
+    assert "sigmoid >= threshold (0.4)" in meta["output_layout"]
