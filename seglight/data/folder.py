@@ -36,7 +36,7 @@ from seglight.data.folder_labels import (
     stored_value_counts,
 )
 from seglight.data.io import IMAGE_EXTENSIONS, missing_classes
-from seglight.data.multiband import image_channels
+from seglight.data.multiband import channel_stats, image_channels
 from seglight.data.transforms import TransformSpec, train_preset
 from seglight.errors import ConfigError, DataError
 
@@ -155,6 +155,13 @@ class FolderDataModule(SegmentationDataModule):
             self._in_channels = image_channels(pairs[stems[0]][0], self.bands)
         return self._in_channels
 
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel (mean, std) of the training images after `bands`, in [0, 1] units: the
+        values for data.mean / data.std (reads every training image once)."""
+        pairs = self.find_pairs()
+        images = [pairs[s][0] for s in self.split_stems("train", sorted(pairs))]
+        return channel_stats(images, self.bands, self.exif_orientation)
+
     def default_train_transforms(self) -> list[TransformSpec]:
         rgb = len(self.mean) == 3  # one mean per channel: photometric jitter for RGB only
         if self.crop_size:
@@ -178,7 +185,7 @@ class FolderDataModule(SegmentationDataModule):
             raise ConfigError(
                 f"data.mean / data.std have {len(self.mean)} values, but the images have "
                 f"{self.in_channels} channels{how} (first training image): give one value per "
-                f"channel (`seglight audit` measures them)"
+                f"channel (seglight.data.multiband.channel_stats measures them)"
                 + (", or select 3 bands with data.bands" if len(self.mean) == 3 else "")
             )
 

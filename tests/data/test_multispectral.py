@@ -12,7 +12,7 @@ from seglight.data import base
 from seglight.data.folder import FolderDataModule
 from seglight.data.images import read_image
 from seglight.data.io import IMAGE_EXTENSIONS
-from seglight.data.multiband import image_channels
+from seglight.data.multiband import channel_stats, image_channels
 from seglight.data.transforms import (
     RGB_ONLY,
     Normalize,
@@ -267,6 +267,20 @@ def test_npy_images_are_found_and_other_band_counts_named(tmp_path, n_values):
             module(tmp_path, mean=MEAN4, std=STD4), "val"
         )
     one_line(e, tmp_path / "images" / "tile_2.npy")
+
+
+def test_channel_stats_measure_mean_and_std(tmp_path, n_values):
+    written = make_bands_folder(tmp_path, n=4)
+    dm = module(tmp_path, bands=[2, 0], mean=[0.5, 0.5], std=[0.2, 0.2])
+    train = [written[s][0][..., [2, 0]] for s in samples(dm)]
+    values = unit(np.concatenate([t.reshape(-1, 2) for t in train])).astype(np.float64)
+    mean, std = dm.channel_stats()
+    np.testing.assert_allclose(mean, values.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(std, values.std(0), rtol=1e-6)
+    np.save(tmp_path / "u8.npy", np.full((8, 8, 2), 51, np.uint8))
+    mean, std = channel_stats([tmp_path / "u8.npy"])
+    np.testing.assert_allclose(mean, [0.2, 0.2])
+    np.testing.assert_allclose(std, [0, 0], atol=1e-6)
 
 
 def test_folder_mean_std_must_match_the_channels(tmp_path, n_values):
