@@ -43,13 +43,19 @@ def flat_palette(palette: list[list[int]] | None) -> list[int]:
     return flat
 
 
-def denormalize(images: torch.Tensor, mean, std) -> np.ndarray:
-    """Normalized float (3, H, W) or (B, 3, H, W) -> uint8 RGB (H, W, 3) or (B, H, W, 3):
-    undoes Normalize's (x - mean) / std on [0, 1] images (mean, std: 3 values)."""
-    mean = torch.as_tensor(np.asarray(mean, np.float32)).view(3, 1, 1)
-    std = torch.as_tensor(np.asarray(std, np.float32)).view(3, 1, 1)
-    rgb = (images.detach().float().cpu() * std + mean).clamp(0, 1) * 255
-    return rgb.round().to(torch.uint8).movedim(-3, -1).numpy()
+def denormalize(images: torch.Tensor, mean, std, rgb_bands=None) -> np.ndarray:
+    """Normalized float (C, H, W) or (B, C, H, W) -> uint8 RGB (H, W, 3) or (B, H, W, 3):
+    undoes Normalize's (x - mean) / std on [0, 1] images (mean, std: C values), then shows
+    `rgb_bands` (3 channel indices) as red, green, blue: by default the first three channels
+    (RGB images as they are), a single channel as grey."""
+    c = images.shape[-3]
+    mean = torch.as_tensor(np.asarray(mean, np.float32)).view(c, 1, 1)
+    std = torch.as_tensor(np.asarray(std, np.float32)).view(c, 1, 1)
+    x = (images.detach().float().cpu() * std + mean).clamp(0, 1) * 255
+    if rgb_bands is None:
+        rgb_bands = [0, 1, 2] if c >= 3 else [0, 0, 0]  # fewer than 3: the first as grey
+    x = x[..., list(rgb_bands), :, :]  # (..., 3, H, W)
+    return x.round().to(torch.uint8).movedim(-3, -1).numpy()
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:

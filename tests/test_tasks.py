@@ -75,6 +75,7 @@ def test_zero_255_folder_trains_binary_and_fg_iou_matches_numpy_on_the_written_m
 
 
 def test_binary_needs_exactly_two_classes(in_tmp, capsys):
+    make_binary(in_tmp / "data", n=4)
     with pytest.raises(SystemExit):
         main(["fit", "--config", BINARY, *SHRINK, "--data=seglight.data.FolderDataModule",
               "--data.root=data", "--data.classes=[a, b, c]", "--data.task=binary"])  # fmt: skip
@@ -124,3 +125,45 @@ def test_export_metadata_says_how_to_read_a_binary_output():
     assert meta["task"] == "binary" and meta["num_classes"] == "2"
     assert "(batch, 1, height, width)" in meta["output_layout"]
     assert "sigmoid >= threshold (0.4)" in meta["output_layout"]
+
+
+def test_a_4_band_16_bit_tiff_folder_trains_with_in_channels_from_the_data(in_tmp):
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(0)
+    (in_tmp / "data/images").mkdir(parents=True)
+    (in_tmp / "data/masks").mkdir()
+    for i in range(8):
+        bands = rng.integers(0, 4096, (32, 32, 4), dtype=np.uint16)  # 12-bit data in 16 bits
+        mask = (bands[..., 3] > 2048).astype(np.uint8)  # the 4th band (NIR-like) decides
+        tifffile.imwrite(
+            in_tmp / f"data/images/t{i}.tif", bands, photometric="minisblack", planarconfig="contig"
+        )  # one page of 4 bands (GDAL's layout)
+        Image.fromarray(mask, mode="L").save(in_tmp / f"data/masks/t{i}.png")
+    c = main([
+        "fit", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+        "--data=seglight.data.FolderDataModule", "--data.root=data",
+        "--data.classes=[land, water]", "--data.mean=[0.03, 0.03, 0.03, 0.03]",
+        "--data.std=[0.02, 0.02, 0.02, 0.02]", "--data.val_fraction=0.25",
+        "--data.batch_size=2", "--data.num_workers=0",
+        "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
+        "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
+    ])  # fmt: skip
+    assert c.datamodule.in_channels == 4 and c.model.hparams.in_channels == 4
+    assert c.model.net.encoder.conv1.in_channels == 4  # the first layer takes all 4 bands
+    # Validation images of a 4-band folder are drawn from its first three bands.
+    assert list(in_tmp.glob("outputs/quickstart/logs/version_0/images/val_epoch1.png"))
+
+
+def test_a_tiff_stack_is_named_not_taken_for_an_rgb_image(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from seglight.data.folder import FolderDataModule
+    from seglight.errors import DataError
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    stack = np.zeros((32, 32, 4), np.uint16)  # tifffile's default: 32 pages of 32 x 4
+    tifffile.imwrite(tmp_path / "images/a.tif", stack, photometric="minisblack")
+    Image.fromarray(np.zeros((32, 32), np.uint8), mode="L").save(tmp_path / "masks/a.png")
+    dm = FolderDataModule(root=str(tmp_path), classes=["a", "b"], num_workers=0)
+    with pytest.raises(DataError, match=r"a\.tif: has 32 frames"):
+        dm.in_channels  # noqa: B018

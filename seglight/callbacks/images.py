@@ -82,12 +82,13 @@ class ValidationImages(L.Callback):
         dataset = _val_dataset(trainer)
         names = list(getattr(pl_module, "class_names", None) or getattr(dm, "class_names", []))
         palette = class_colours(getattr(dm, "palette", None), len(names))  # (C, 3)
-        mean, std = getattr(dm, "mean", (0.0,) * 3), getattr(dm, "std", (1.0,) * 3)
+        channels = getattr(dm, "in_channels", 3)
+        mean, std = getattr(dm, "mean", (0.0,) * channels), getattr(dm, "std", (1.0,) * channels)
         rows = []
         for index in pick_indices(len(dataset), self.num_images):
             sample = dataset[index]
             pred = _predict(pl_module, sample["image"])  # (H, W) int64
-            image = denormalize(sample["image"], mean, std)  # (H, W, 3) uint8
+            image = denormalize(sample["image"], mean, std, getattr(dm, "rgb_bands", None))
             rows.append(self._scaled(image, sample["mask"].numpy(), pred, sample.get("name")))
         grid = draw_grid(rows, palette, names, self.alpha)
         folder.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,9 @@ class MaskWriter(BasePredictionWriter):
     def _rgb(trainer: L.Trainer, images: torch.Tensor) -> np.ndarray:
         """Normalized (B, 3, H, W) batch back to (B, H, W, 3) uint8 with the data's mean/std."""
         dm = trainer.datamodule
-        return denormalize(images, getattr(dm, "mean", (0.0,) * 3), getattr(dm, "std", (1.0,) * 3))
+        c = images.shape[1]
+        mean, std = getattr(dm, "mean", (0.0,) * c), getattr(dm, "std", (1.0,) * c)
+        return denormalize(images, mean, std, getattr(dm, "rgb_bands", None))
 
     def _write_overlay(self, folder: Path, stem: str, image, mask, palette) -> None:
         colours = np.asarray(palette, np.uint8).reshape(256, 3)[:255]  # (255, 3): ignore left out

@@ -5,6 +5,7 @@ python -m seglight test --config configs/quickstart.yaml --ckpt_path <file>.ckpt
 python -m seglight fit --config configs/quickstart.yaml --model.optimizer.lr=3e-4  # W&B style
 """
 
+import inspect
 import sys
 import textwrap
 from pathlib import Path
@@ -28,8 +29,11 @@ from seglight.checkpoints import read_checkpoint
 from seglight.cli.ckpt_path import check_ckpt_path, cli_model_config, hand_over
 from seglight.cli.parser import DEFAULT_DATA, DEFAULT_MODEL, SeglightArgumentParser
 from seglight.data.base import SegmentationDataModule
+from seglight.errors import ConfigError
 from seglight.module import SegmentationModule
 
+# What the data decides and the model is told (data.<key> -> model.<key>).
+LINKED = ("num_classes", "ignore_index", "class_names", "task", "in_channels")
 # Callbacks added to every run, by their config key; `--<key>=null` switches one off.
 ALWAYS_ON = {"class_report": ClassReport, "preemption": PreemptionCheckpoint, "rng_state": RngState}
 
@@ -78,7 +82,7 @@ class SeglightCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data module knows its classes; the model is told, so a config states them once.
-        for key in ("num_classes", "ignore_index", "class_names", "task"):
+        for key in LINKED:
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         parser.set_defaults(
             {"model": {"class_path": DEFAULT_MODEL}, "data": {"class_path": DEFAULT_DATA}}
@@ -112,6 +116,7 @@ class SeglightCLI(LightningCLI):
         CheckpointIO), checkpoint folders fixed (dirpath null: <default_root_dir>/checkpoints)
         and --ckpt_path checked and resolved before anything runs; checkpoints are loaded with
         weights_only=True unless --weights_only=false (seglight.checkpoints)."""
+        self._check_linked_model_args()
         self._add_always_on_callbacks()
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.checkpoint_callbacks:  # dirpath null: fixed now, under the root
@@ -130,6 +135,24 @@ class SeglightCLI(LightningCLI):
             if section.get("weights_only") is None:
                 section["weights_only"] = True
         return trainer
+
+    def _check_linked_model_args(self) -> None:
+        """A linked model argument the user also set (e.g. --model.in_channels=4) would be
+        silently replaced by the data module's value: one line instead, unless they agree."""
+        section = self.config.get(self.subcommand) if self.subcommand else self.config
+        given = section.get("model", {}).get("init_args") if section else None
+        if given is None or self.model is None:
+            return
+        for key in LINKED:
+            value, default = given.get(key), _default(type(self.model), key)
+            actual = self.model.hparams.get(key)
+            if value is None or value == default or value == actual:
+                continue
+            raise ConfigError(
+                f"model.{key}: {value!r} was given, but the data module sets it "
+                f"(data.{key} = {actual!r}); set it on the data (classes, bands, task, ...) "
+                f"and remove model.{key}"
+            )
 
     def _add_always_on_callbacks(self) -> None:
         """The ALWAYS_ON callbacks that are not null into trainer.callbacks (the Trainer orders
@@ -166,6 +189,16 @@ class SeglightCLI(LightningCLI):
         if failures.failures:  # listed by the callback, on rank 0, after the run
             sys.exit(1)
         return predictions
+
+
+def _default(cls: type, name: str):
+    """The default of __init__ argument `name` where the class hierarchy declares it (a
+    subclass may take it through **kwargs)."""
+    for klass in cls.__mro__:
+        param = inspect.signature(klass.__init__).parameters.get(name)
+        if param is not None and param.kind is param.POSITIONAL_OR_KEYWORD:
+            return param.default
+    return None
 
 
 class _LinesHelpFormatter(DefaultHelpFormatter):

@@ -57,7 +57,9 @@ def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
     scan = _Scan(labelled=mask_path is not None)
     image = None
     try:
-        image = decode_image(image_path, getattr(dataset, "exif_orientation", True))
+        image = decode_image(
+            image_path, getattr(dataset, "exif_orientation", True), getattr(dataset, "bands", None)
+        )
         scan.size = image.pixels.shape[:2]
     except DataError as e:
         scan.problems.append(_problem(image_path, _kind(e, image_path), str(e)))

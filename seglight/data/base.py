@@ -28,6 +28,7 @@ from seglight.data.transforms import (
     IMAGENET_STD,
     TransformSpec,
     build_pipeline,
+    check_normalization,
 )
 from seglight.errors import ConfigError
 
@@ -116,7 +117,7 @@ class SegmentationDataModule(L.LightningDataModule):
         if num_workers is not None and num_workers < 0:
             raise ConfigError(f"data.num_workers: must be >= 0 (0 = load in the main process), "
                               f"got {num_workers}")  # fmt: skip
-        _check_normalization(mean, std)
+        check_normalization(mean, std)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
@@ -141,6 +142,12 @@ class SegmentationDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images the model receives (the CLI links it into
+        model.in_channels): 3 (RGB) unless a subclass reads other images."""
+        return 3
 
     def build_dataset(self, split: Split, transform: Any) -> SegmentationDataset:
         raise NotImplementedError
@@ -176,13 +183,16 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset = self.build_dataset(split, transform)
         if isinstance(dataset, FileDataset):
             dataset.exif_orientation = self.exif_orientation
+            dataset.bands = getattr(self, "bands", None)
         return dataset
 
     def image_folder(self, folder: str, transform: Any) -> ImageFolderDataset:
         """Every image under `folder`, sub-folders included, without masks: for `predict`
         (seglight.data.predict.folder_dataset)."""
-        return folder_dataset(folder, transform, max(self.num_classes, 1), self.ignore_index,
-                              self.exif_orientation)  # fmt: skip
+        dataset = folder_dataset(folder, transform, max(self.num_classes, 1), self.ignore_index,
+                                 self.exif_orientation)  # fmt: skip
+        dataset.bands = getattr(self, "bands", None)
+        return dataset
 
     def train_dataloader(self) -> DataLoader:
         # drop_last: a last batch of 1 would break BatchNorm and skew the step's loss.
@@ -272,16 +282,6 @@ class SegmentationDataModule(L.LightningDataModule):
             return self.pin_memory
         trainer = self.trainer
         return trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-
-
-def _check_normalization(mean: Sequence[float], std: Sequence[float]) -> None:
-    """One value per image channel (3: RGB), std > 0: else a one-line ConfigError."""
-    for key, values in (("mean", mean), ("std", std)):
-        if len(values) != 3:
-            raise ConfigError(f"data.{key}: one value per image channel (3 for RGB), got "
-                              f"{list(values)}")  # fmt: skip
-    if not all(s > 0 for s in std):
-        raise ConfigError(f"data.std: every value must be > 0, got {list(std)}")
 
 
 def _train_position(trainer) -> tuple[int, int]:

@@ -98,6 +98,7 @@ class FileDataset(SegmentationDataset):
     ) -> None:
         super().__init__(transform, label_map.ignore_index)
         self.exif_orientation = exif_orientation
+        self.bands: list[int] | None = None  # channels kept, in order (data.bands); None = all
         self.pairs = list(pairs)
         self.label_map = label_map
         self.palette = palette
@@ -114,7 +115,7 @@ class FileDataset(SegmentationDataset):
 
     def load(self, index: int) -> Sample:
         image_path, mask_path = self.pairs[index]
-        decoded = decode_image(image_path, self.exif_orientation)
+        decoded = decode_image(image_path, self.exif_orientation, self.bands)
         mask = None
         if mask_path is not None:
             mask = self.read_mask(mask_path)

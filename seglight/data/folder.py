@@ -35,6 +35,7 @@ from seglight.data.folder_labels import (
     load_classes,
     stored_value_counts,
 )
+from seglight.data.images import decode_image
 from seglight.data.io import IMAGE_EXTENSIONS, missing_classes
 from seglight.data.multiband import channel_stats, image_channels
 from seglight.data.transforms import TransformSpec, train_preset
@@ -152,7 +153,13 @@ class FolderDataModule(SegmentationDataModule):
         if self._in_channels is None:
             pairs = self.find_pairs()
             stems = self.split_stems("train", sorted(pairs)) or sorted(pairs)
-            self._in_channels = image_channels(pairs[stems[0]][0], self.bands)
+            first = pairs[stems[0]][0]
+            if first.suffix.lower() in (".tif", ".tiff"):  # a header can mislead (e.g. a stack
+                # of pages): decode it, so a file seglight cannot read fails here, by name
+                pixels = decode_image(first, self.exif_orientation, self.bands).pixels
+                self._in_channels = int(pixels.shape[2])
+            else:
+                self._in_channels = image_channels(first, self.bands)
         return self._in_channels
 
     def channel_stats(self) -> tuple[list[float], list[float]]:

@@ -54,7 +54,8 @@ from seglight.errors import DataError
 
 ORIENTATION_TAG = 0x0112
 SCALING_RULE = (
-    "8-bit pixels / 255, 16-bit / 65535, float as is (in [0, 1]); grey as 3 equal channels"
+    "8-bit pixels / 255, 16-bit / 65535, float as is (in [0, 1]); grey as 3 equal channels; "
+    "multi-band TIFF / .npy: every band (or data.bands), by the same rule"
 )
 _EIGHT_BIT_MODES = ("1", "L", "P", "LA", "La", "PA", "RGB", "RGBA", "RGBa", "RGBX", "YCbCr")
 _ORIENT = {  # EXIF orientation -> how the stored (H, W, ...) array is turned for display
