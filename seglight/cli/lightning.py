@@ -141,8 +141,8 @@ class SeglightCLI(LightningCLI):
         silently replaced by the data module's value: one line instead, unless they agree."""
         section = self.config.get(self.subcommand) if self.subcommand else self.config
         given = section.get("model", {}).get("init_args") if section else None
-        if given is None or self.model is None:
-            return
+        if given is None or self.model is None or section.get("ckpt_path"):
+            return  # with --ckpt_path they come from the checkpoint, checked against the data
         for key in LINKED:
             value, default = given.get(key), _default(type(self.model), key)
             actual = self.model.hparams.get(key)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from seglight.data.dataset import FileDataset, SegmentationDataset
-from seglight.data.images import check_same_size, decode_image
+from seglight.data.images import check_same_size, decode_image, read_image
 from seglight.data.io import LabelMap, missing_classes, read_mask_values
 from seglight.errors import DataError
 
@@ -272,3 +272,28 @@ def _map(fn, n: int, workers: int):
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(fn, range(n))
+
+
+def channel_stats(
+    paths: Sequence[str | Path], bands: Sequence[int] | None = None, exif_orientation: bool = True
+) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) over all pixels of the images `paths` read with `bands`, in the
+    [0, 1] units Normalize works in (uint8 / 255): what data.mean / data.std should be."""
+    total = total_sq = None
+    count = 0
+    for path in paths:
+        pixels = read_image(path, exif_orientation, bands)
+        values = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
+        values /= 255.0 if pixels.dtype == np.uint8 else 1.0
+        if total is not None and len(total) != values.shape[1]:
+            raise DataError(f"{path}: has {values.shape[1]} channels, the images before it "
+                            f"{len(total)}")  # fmt: skip
+        sums, squares = values.sum(0), np.square(values).sum(0)
+        total = sums if total is None else total + sums
+        total_sq = squares if total_sq is None else total_sq + squares
+        count += len(values)
+    if not count:
+        raise DataError("channel_stats: no pixels (no image paths given)")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+    return mean.tolist(), std.tolist()

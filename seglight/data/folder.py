@@ -27,6 +27,7 @@ from typing import Literal
 
 from lightning.pytorch.utilities import rank_zero_only
 
+from seglight.data.audit import channel_stats
 from seglight.data.base import SegmentationDataModule, Split
 from seglight.data.dataset import FileDataset
 from seglight.data.folder_labels import (
@@ -37,7 +38,7 @@ from seglight.data.folder_labels import (
 )
 from seglight.data.images import decode_image
 from seglight.data.io import IMAGE_EXTENSIONS, missing_classes
-from seglight.data.multiband import channel_stats, image_channels
+from seglight.data.multiband import image_channels
 from seglight.data.transforms import TransformSpec, train_preset
 from seglight.errors import ConfigError, DataError
 
@@ -151,6 +152,8 @@ class FolderDataModule(SegmentationDataModule):
         """Channels of the images after `bands`: the model's input channels, from the header of
         the first training image (read once)."""
         if self._in_channels is None:
+            if not self.dirs[0].is_dir():  # no images here (a predict_dir run, a config check):
+                return len(self.bands) if self.bands else len(self.mean)  # setup checks files
             pairs = self.find_pairs()
             stems = self.split_stems("train", sorted(pairs)) or sorted(pairs)
             first = pairs[stems[0]][0]
@@ -192,7 +195,7 @@ class FolderDataModule(SegmentationDataModule):
             raise ConfigError(
                 f"data.mean / data.std have {len(self.mean)} values, but the images have "
                 f"{self.in_channels} channels{how} (first training image): give one value per "
-                f"channel (seglight.data.multiband.channel_stats measures them)"
+                f"channel (seglight.data.audit.channel_stats measures them)"
                 + (", or select 3 bands with data.bands" if len(self.mean) == 3 else "")
             )
 

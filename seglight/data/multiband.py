@@ -19,8 +19,9 @@ refused: images must be larger than their band count on both sides. Other ranks 
 Values: by the stored type, the rule of RGB images: uint8 kept (Normalize divides by 255),
 other integers (8/12/16-bit data, int32 within 0..65535) / 65535, floats as is in [0, 1]; NaN,
 infinite or out-of-range values are refused, never clipped. 12-bit data in 16-bit storage
-spans [0, 4095 / 65535]: per-band data.mean / data.std in these [0, 1] units (`channel_stats`
-measures them on the training images) normalize any such range exactly.
+spans [0, 4095 / 65535]: per-band data.mean / data.std in these [0, 1] units
+(seglight.data.audit.channel_stats measures them on the training images) normalize any such
+range exactly.
 
 Bands. `bands` (0-based, e.g. [3, 2, 1, 7]) selects and orders the channels after reading:
 of the stored bands of a file above, of R, G, B of any other image. An index beyond a file's
@@ -112,33 +113,6 @@ def _tiff_channels(source) -> int:
         return 0
     grey_bands = samples > 1 and photometric in (0, 1)  # min-is-white, min-is-black
     return samples if grey_bands or (samples > 3 and photometric == 2) else 0  # 2: RGB
-
-
-def channel_stats(
-    paths: Sequence[str | Path], bands: Sequence[int] | None = None, exif_orientation: bool = True
-) -> tuple[list[float], list[float]]:
-    """Per-channel (mean, std) over all pixels of the images `paths` read with `bands`, in the
-    [0, 1] units Normalize works in (uint8 / 255): what data.mean / data.std should be."""
-    from seglight.data.images import read_image  # images imports this module
-
-    total = total_sq = None
-    count = 0
-    for path in paths:
-        pixels = read_image(path, exif_orientation, bands)
-        values = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
-        values /= 255.0 if pixels.dtype == np.uint8 else 1.0
-        if total is not None and len(total) != values.shape[1]:
-            raise DataError(f"{path}: has {values.shape[1]} channels, the images before it "
-                            f"{len(total)}")  # fmt: skip
-        sums, squares = values.sum(0), np.square(values).sum(0)
-        total = sums if total is None else total + sums
-        total_sq = squares if total_sq is None else total_sq + squares
-        count += len(values)
-    if not count:
-        raise DataError("channel_stats: no pixels (no image paths given)")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
-    return mean.tolist(), std.tolist()
 
 
 def _tiff_header(source) -> tuple[int, int]:

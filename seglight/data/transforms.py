@@ -95,7 +95,7 @@ class Normalize(A.ImageOnlyTransform):
 
 
 def _band_hint(channels: int, values: int) -> str:
-    hint = ": give one value per channel (seglight.data.multiband.channel_stats measures them)"
+    hint = ": give one value per channel (seglight.data.audit.channel_stats measures them)"
     if channels != 3 and values == 3:
         hint += ", or select 3 bands with data.bands"
     return hint

@@ -9,10 +9,11 @@ import tifffile
 from PIL import Image
 
 from seglight.data import base
+from seglight.data.audit import channel_stats
 from seglight.data.folder import FolderDataModule
 from seglight.data.images import read_image
 from seglight.data.io import IMAGE_EXTENSIONS
-from seglight.data.multiband import channel_stats, image_channels
+from seglight.data.multiband import image_channels
 from seglight.data.transforms import (
     RGB_ONLY,
     Normalize,
