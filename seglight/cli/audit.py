@@ -5,9 +5,11 @@ python -m seglight audit --config configs/voc.yaml --split train      # table + 
 Reports image count, image sizes, per-class pixel and image frequency, ignored pixels, unexpected
 label values, unreadable / missing files, image-mask size mismatches, classes without a pixel
 (and masks holding only 0 and ignore_index: 0/255 binary masks read as "ignore"), and class
-weights by median frequency balancing (seglight.data.audit). Exits 1 when it found problems,
-0 when none. It builds the data module of the same config files and flags `fit` takes, and
-nothing else: no model, no trainer, no download.
+weights by median frequency balancing (seglight.data.audit), and the images' per-channel mean /
+std (after data.bands, in [0, 1] units), printed as data.mean / data.std lines to paste into the
+config and compared with the config's own. Exits 1 when it found problems, 0 when none. It
+builds the data module of the same config files and flags `fit` takes, and nothing else: no
+model, no trainer, no download.
 """
 
 import json
@@ -16,12 +18,14 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from jsonargparse import ActionConfigFile
 
 from seglight.cli.lightning import ALWAYS_ON
 from seglight.cli.parser import DEFAULT_DATA, SeglightArgumentParser
 from seglight.data.audit import audit_dataset, median_frequency_weights  # noqa: F401
 from seglight.data.base import SegmentationDataModule, default_num_workers
+from seglight.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from seglight.errors import ConfigError
 
 SPLITS = ("train", "val", "test", "predict")
@@ -30,6 +34,79 @@ SPLITS = ("train", "val", "test", "predict")
 IGNORED_SECTIONS = ("seed_everything", "trainer", "model", "ckpt_path", "weights_only")
 IGNORED_SECTIONS += ("optimizer", "lr_scheduler", *ALWAYS_ON)  # ALWAYS_ON: callbacks' keys
 MAX_SHOWN = 20  # problems listed in the printed table (the JSON has all of them)
+# The config's mean/std "match" the measured ones when inputs normalized with them would have, in
+# every channel, a mean within TOLERANCE of 0 and a std within TOLERANCE of 1.
+TOLERANCE = 0.1
+
+
+def _values(values) -> str:
+    """[a, b, ...] to 4 significant digits, without exponents: YAML and jsonargparse read it."""
+    return (
+        "["
+        + ", ".join(np.format_float_positional(v, 4, False, False, trim="-") for v in values)
+        + "]"
+    )
+
+
+def _rounded(values) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+
+def compare_normalization(channels: dict, mean, std) -> dict:
+    """The config's data.mean / data.std against the measured `channels` entry: what inputs
+    normalized with the config's values would have (per-channel mean and std) and whether that is
+    within TOLERANCE of (0, 1)."""
+    mean, std = [float(m) for m in mean], [float(s) for s in std]
+    entry = {
+        "mean": mean,
+        "std": std,
+        "imagenet": (tuple(mean), tuple(std)) == (IMAGENET_MEAN, IMAGENET_STD),
+    }
+    if channels["count"] is None or len(mean) != channels["count"] or len(std) != channels["count"]:
+        return entry | {"matches": False, "normalized_mean": None, "normalized_std": None}
+    m, s = np.array(channels["mean"]), np.array(channels["std"])
+    shifted, scaled = (m - np.array(mean)) / np.array(std), s / np.array(std)
+    close = bool(np.all(np.abs(shifted) <= TOLERANCE) and np.all(np.abs(scaled - 1) <= TOLERANCE))
+    return entry | {
+        "matches": close,
+        "normalized_mean": shifted.tolist(),
+        "normalized_std": scaled.tolist(),
+    }
+
+
+def _channel_lines(channels: dict) -> list[str]:
+    if channels["count"] is None:
+        return ["channel mean/std: no image measured"]
+    lines = [
+        f"channel mean/std of {channels['images']} images ({channels['count']} channels, "
+        f"[0, 1] units); for the config's data section:",
+        f"  data.mean: {_values(channels['mean'])}",
+        f"  data.std: {_values(channels['std'])}",
+    ]
+    constant = [c for c, v in enumerate(channels["std"]) if v < 1e-6]
+    if constant:
+        lines.append(f"warning: channel(s) {constant} constant (std 0): data.std must be > 0")
+    config = channels.get("config")
+    if config is None:
+        return lines
+    whose = " (ImageNet's)" if config["imagenet"] else ""
+    if config["normalized_mean"] is None:
+        lines.append(
+            f"the config's data.mean/std{whose} have {len(config['mean'])} values, the images "
+            f"{channels['count']} channels: paste these"
+        )
+    elif config["matches"]:
+        lines.append(
+            f"the config's data.mean/std{whose} match these (inputs normalized with them: mean "
+            f"and std within {TOLERANCE} of 0 and 1)"
+        )
+    else:
+        lines.append(
+            f"the config's data.mean/std{whose} differ from these (inputs normalized with them: "
+            f"mean {_rounded(config['normalized_mean'])}, std {_rounded(config['normalized_std'])}"
+            f" instead of 0 and 1): consider pasting them"
+        )
+    return lines
 
 
 def format_report(report: dict) -> str:
@@ -61,8 +138,9 @@ def format_report(report: dict) -> str:
     else:
         lines.append("weights: median frequency balancing; as loss.class_weights:")
         lines.append(f"  [{', '.join(f'{w:.4g}' for w in report['class_weights'])}]")
-    sizes = report["image_sizes"]
     lines.append("")
+    lines.extend(_channel_lines(report["channels"]) + [""])
+    sizes = report["image_sizes"]
     if sizes["height"] is None:
         lines.append("image sizes: no readable image")
     else:
@@ -159,6 +237,7 @@ def run_audit(argv: Sequence[str]) -> int:
         dataset, data.class_names, data.ignore_index, cfg.split, cfg.max_images, workers
     )
     report["data_module"] = f"{type(data).__module__}.{type(data).__qualname__}"
+    report["channels"]["config"] = compare_normalization(report["channels"], data.mean, data.std)
     output = Path(cfg.output) if cfg.output else Path.cwd() / f"audit_{cfg.split}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,12 +1,16 @@
 """Auditing a dataset: one pass over a split's files (or samples) giving image sizes, per-class
 pixel and image frequencies, ignored pixels, unexpected label values, unreadable / missing files,
 image-mask size mismatches, classes without a pixel, and class weights by median frequency
-balancing. `seglight audit` (seglight.cli.audit) is the command line around it.
+balancing, per-channel image mean / std (seglight.data.pixel_stats: the values for data.mean /
+data.std). `seglight audit` (seglight.cli.audit) is the command line around it.
 
 Every file is decoded once, by the data package's own readers (seglight.data.images, .io). Label
 statistics come from one bincount of the *stored* mask values, mapped to training ids through the
 dataset's LabelMap; a file with a problem is reported and left out of the statistics (training
-could not use it either).
+could not use it either). The channel statistics come from the same decoded pixels (no file is
+read twice): every image of a sample without a problem, unlabelled ones included; an image whose
+channel count differs from the dataset's (its first training image's, else the first scanned
+image's) is a problem of kind "channels".
 """
 
 from collections import Counter
@@ -18,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from seglight.data.dataset import FileDataset, SegmentationDataset
-from seglight.data.images import check_same_size, decode_image, read_image
+from seglight.data.images import check_same_size, decode_image
 from seglight.data.io import LabelMap, missing_classes, read_mask_values
+from seglight.data.pixel_stats import PixelSums, channel_stats, channels_entry, pixel_sums  # noqa: F401
 from seglight.errors import DataError
 
 
@@ -27,9 +32,11 @@ from seglight.errors import DataError
 class _Scan:
     """What one sample contributed: image size (H, W), whether it has a mask, stored-value and
     training-id pixel counts (256,) when it loaded cleanly, stored values that are not labels,
-    problems."""
+    problems; the image (path or sample name) and its per-channel pixel sums when it decoded."""
 
+    image: str = ""
     size: tuple[int, int] | None = None
+    channels: PixelSums | None = None
     labelled: bool = False
     stored: np.ndarray | None = None
     ids: np.ndarray | None = None
@@ -54,13 +61,14 @@ def _kind(error: DataError, path) -> str:
 def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
     """Read one (image, mask) pair of a FileDataset; each file separately, each decoded once."""
     image_path, mask_path = dataset.pairs[index]
-    scan = _Scan(labelled=mask_path is not None)
+    scan = _Scan(image=str(image_path), labelled=mask_path is not None)
     image = None
     try:
         image = decode_image(
             image_path, getattr(dataset, "exif_orientation", True), getattr(dataset, "bands", None)
         )
         scan.size = image.pixels.shape[:2]
+        scan.channels = pixel_sums(image.pixels)
     except DataError as e:
         scan.problems.append(_problem(image_path, _kind(e, image_path), str(e)))
     if mask_path is None:
@@ -101,7 +109,8 @@ def _scan_sample(dataset: SegmentationDataset, index: int, num_classes: int, ign
         sample = dataset.load(index)
     except DataError as e:
         return _Scan(problems=[_problem(f"sample {index}", "unreadable", str(e))])
-    scan = _Scan(size=sample.image.shape[:2], labelled=sample.mask is not None)
+    scan = _Scan(sample.name, sample.image.shape[:2], pixel_sums(sample.image))
+    scan.labelled = sample.mask is not None
     if sample.mask is None:
         return scan
     counts = np.bincount(sample.mask.ravel(), minlength=256)
@@ -187,6 +196,9 @@ def audit_dataset(
     images = np.zeros(num_classes, np.int64)  # images in which class c is present
     present_pixels = np.zeros(num_classes, np.int64)  # labelled pixels of those images
     ignored = labelled = clean = 0
+    expected = getattr(dataset, "channels", None)  # BandFileDataset: its first training image's
+    reference = "the first training image" if expected else "the first image scanned"
+    channel_sums: PixelSums | None = None  # of the images of samples without a problem
     sizes: list[tuple[int, int]] = []
     problems: list[dict] = []
     unexpected: dict[int, dict] = {}
@@ -194,6 +206,16 @@ def audit_dataset(
         labelled += scan.labelled
         if scan.size is not None:
             sizes.append((int(scan.size[0]), int(scan.size[1])))
+        if scan.channels is not None:
+            found, expected = scan.channels.channels, expected or scan.channels.channels
+            if found != expected:  # training's load() refuses it: out of every statistic
+                bands = " (data.bands)" if getattr(dataset, "bands", None) else ""
+                detail = (f"{scan.image}: gives {found} channels{bands}, {reference} {expected}: "
+                          f"all images need the same bands")  # fmt: skip
+                scan.problems.append(_problem(scan.image, "channels", detail))
+                scan.ids = None
+            elif not scan.problems:
+                channel_sums = channel_sums + scan.channels if channel_sums else scan.channels
         problems.extend(scan.problems)
         for value, count in scan.invalid.items():
             entry = unexpected.setdefault(value, {"pixels": 0, "files": 0})
@@ -251,6 +273,7 @@ def audit_dataset(
         "num_classes": num_classes,
         "ignore_index": ignore_index,
         "image_sizes": _sizes(sizes),
+        "channels": channels_entry(channel_sums),
         "mask_pixels": counted + ignored,
         "ignored_pixels": ignored,
         "ignored_fraction": float(ignored / (counted + ignored)) if counted + ignored else 0.0,
@@ -272,28 +295,3 @@ def _map(fn, n: int, workers: int):
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(fn, range(n))
-
-
-def channel_stats(
-    paths: Sequence[str | Path], bands: Sequence[int] | None = None, exif_orientation: bool = True
-) -> tuple[list[float], list[float]]:
-    """Per-channel (mean, std) over all pixels of the images `paths` read with `bands`, in the
-    [0, 1] units Normalize works in (uint8 / 255): what data.mean / data.std should be."""
-    total = total_sq = None
-    count = 0
-    for path in paths:
-        pixels = read_image(path, exif_orientation, bands)
-        values = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
-        values /= 255.0 if pixels.dtype == np.uint8 else 1.0
-        if total is not None and len(total) != values.shape[1]:
-            raise DataError(f"{path}: has {values.shape[1]} channels, the images before it "
-                            f"{len(total)}")  # fmt: skip
-        sums, squares = values.sum(0), np.square(values).sum(0)
-        total = sums if total is None else total + sums
-        total_sq = squares if total_sq is None else total_sq + squares
-        count += len(values)
-    if not count:
-        raise DataError("channel_stats: no pixels (no image paths given)")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
-    return mean.tolist(), std.tolist()

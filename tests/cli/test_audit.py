@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from seglight.cli import main
 from seglight.cli.audit import audit_dataset, format_report, median_frequency_weights, run_audit
+from seglight.data.folder import FolderDataModule
 from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
+from seglight.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 from seglight_testing.audit_example import TinyFolders
 
@@ -291,3 +294,201 @@ def test_fit_flags_of_every_kind_are_parsed_and_ignored():
     assert cfg.data.init_args.batch_size == 3  # the data flags are used, the rest set nothing
     assert cfg.trainer["max_epochs"] == "3" and cfg.model["arch"] == "FPN"
     assert cfg.seed_everything == 7 and cfg.ckpt_path == "last" and cfg.optimizer == "X"
+
+
+# --- per-channel mean / std (issue 12) ------------------------------------------------------
+
+
+def rgb_tree(root: Path) -> list[np.ndarray]:
+    """Three RGB PNGs of different sizes with 0/1 masks; returns the arrays written."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(12)
+    arrays = []
+    for i, (h, w) in enumerate([(6, 8), (5, 7), (9, 4)]):
+        array = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(array).save(root / "images" / f"im{i}.png")
+        write_mask(root / "masks" / f"im{i}.png", rng.integers(0, 3, (h, w)))
+        arrays.append(array)
+    return arrays
+
+
+def numpy_stats(arrays, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean / std over all pixels of (H, W, C) arrays, independently of seglight."""
+    values = np.concatenate([a.reshape(-1, a.shape[2]) for a in arrays]).astype(np.float64)
+    values /= scale
+    return values.mean(0), values.std(0)
+
+
+def printed_list(printed: str, key: str) -> list[float]:
+    (line,) = [line for line in printed.splitlines() if line.strip().startswith(f"{key}: [")]
+    return json.loads(line.split(": ", 1)[1])  # "[0.5, 0.25]": JSON (and YAML) alike
+
+
+def test_rgb_channel_mean_std_match_numpy(tmp_path, capsys):
+    root = tmp_path / "data"
+    arrays = rgb_tree(root)
+    mean, std = numpy_stats(arrays, 255.0)
+    report = audit_dataset(dataset(root), ["a", "b", "c"], 255, "train")
+    channels = report["channels"]
+    assert channels["count"] == 3 and channels["images"] == 3
+    assert channels["pixels"] == sum(a.shape[0] * a.shape[1] for a in arrays)
+    assert channels["mean"] == pytest.approx(mean, rel=1e-9)
+    assert channels["std"] == pytest.approx(std, rel=1e-9)
+    # Threads give the same sums, added in the same order.
+    assert audit_dataset(dataset(root), ["a", "b", "c"], 255, "train", workers=3) == report
+    out = tmp_path / "rgb.json"
+    args = ["--data=seglight_testing.audit_example.TinyFolders", f"--data.root={root}"]
+    assert run_audit([*args, f"--output={out}"]) == 0
+    written = json.loads(out.read_text())["channels"]
+    assert set(written) == {"count", "mean", "std", "images", "pixels", "config"}
+    assert written["mean"] == channels["mean"] and written["std"] == channels["std"]  # full
+    config = written["config"]
+    assert config["imagenet"] and not config["matches"]  # ImageNet's defaults
+    normalized = (mean - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    assert config["normalized_mean"] == pytest.approx(normalized)
+    printed = capsys.readouterr().out
+    assert printed_list(printed, "data.mean") == pytest.approx(mean, rel=5e-4)  # 4 digits
+    assert printed_list(printed, "data.std") == pytest.approx(std, rel=5e-4)
+    assert f"data.mean: [{', '.join(f'{m:.4g}' for m in mean)}]" in printed
+    assert "the config's data.mean/std (ImageNet's) differ from these" in printed
+    assert "consider pasting them" in printed
+    # Pasted back: they match.
+    pasted = [f"--data.mean={printed_list(printed, 'data.mean')}"]
+    pasted += [f"--data.std={printed_list(printed, 'data.std')}"]
+    assert run_audit([*args, f"--output={out}", *pasted]) == 0
+    printed = capsys.readouterr().out
+    assert "the config's data.mean/std match these" in printed
+    assert json.loads(out.read_text())["channels"]["config"]["matches"] is True
+
+
+def test_problem_samples_are_left_out_of_the_channel_statistics(tmp_path):
+    root = tmp_path / "data"
+    clean_tree(root)
+    clean = audit_dataset(dataset(root), ["a", "b", "c"], 255, "train")["channels"]
+    arrays = [np.asarray(Image.open(root / "images" / f"good{i}.png")) for i in range(3)]
+    mean, std = numpy_stats(arrays, 255.0)
+    assert clean["mean"] == pytest.approx(mean, rel=1e-9)
+    assert clean["std"] == pytest.approx(std, rel=1e-9)
+    plant_problems(root)
+    planted = audit_dataset(dataset(root), ["a", "b", "c"], 255, "train")["channels"]
+    assert planted == clean  # the six problem pairs add nothing
+    unlabelled = audit_dataset(dataset(root, "predict"), ["a", "b", "c"], 255, "predict")
+    assert unlabelled["channels"]["images"] == 8  # every readable image (no mask to fail)
+
+
+def bands_folder(root: Path, n: int = 4, channels=None) -> dict[str, np.ndarray]:
+    """images/tile_<i>.tif, 16-bit, 4 bands (or channels[i]) with index-PNG masks."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(3)
+    written = {}
+    for i in range(n):
+        c = channels[i] if channels else 4
+        image = rng.integers(0, 65536, (16, 24, c), dtype=np.uint16)
+        tifffile.imwrite(
+            root / "images" / f"tile_{i}.tif",
+            image,
+            photometric="minisblack",
+            planarconfig="contig",
+        )
+        write_mask(root / "masks" / f"tile_{i}.png", rng.choice(np.uint8([0, 1, 255]), (16, 24)))
+        written[f"tile_{i}"] = image
+    return written
+
+
+def folder_args(root: Path) -> list[str]:
+    return [
+        "--data=seglight.data.folder.FolderDataModule",
+        f"--data.root={root}",
+        "--data.classes=[land, water]",
+        "--data.num_workers=0",
+    ]
+
+
+def train_arrays(root: Path, written: dict, **kwargs) -> list[np.ndarray]:
+    """The training split's images as decode_image gives them: float32 x / 65535."""
+    data = FolderDataModule(root=str(root), classes=["land", "water"], num_workers=0, **kwargs)
+    ds = data.build_dataset("train", data.pipelines["eval"])
+    return [
+        written[Path(image).stem].astype(np.float32) / np.float32(65535) for image, _ in ds.pairs
+    ]
+
+
+def test_four_band_16_bit_tiffs_with_mean_std_flags(in_tmp, capsys):
+    root = in_tmp / "bands"
+    written = bands_folder(root)
+    arrays = train_arrays(root, written, mean=[0.5] * 4, std=[0.3] * 4)
+    mean, std = numpy_stats(arrays, 1.0)
+    given = ["--data.mean=[0.5, 0.5, 0.5, 0.5]", "--data.std=[0.3, 0.3, 0.3, 0.3]"]
+    assert run_audit([*folder_args(root), *given]) == 0
+    report = json.loads((in_tmp / "audit_train.json").read_text())
+    channels = report["channels"]
+    assert channels["count"] == 4 and channels["images"] == len(arrays) == 3
+    assert channels["mean"] == pytest.approx(mean, rel=1e-9)
+    assert channels["std"] == pytest.approx(std, rel=1e-9)
+    assert channels["config"]["mean"] == [0.5] * 4 and channels["config"]["std"] == [0.3] * 4
+    printed = capsys.readouterr().out
+    assert "(4 channels, [0, 1] units)" in printed
+    assert printed_list(printed, "data.mean") == pytest.approx(mean, rel=5e-4)
+    assert printed_list(printed, "data.std") == pytest.approx(std, rel=5e-4)
+    matches = channels["config"]["matches"]
+    assert ("match these" in printed) == matches and ("differ from these" in printed) != matches
+    # ImageNet's 3 values for 4 bands: paste these.
+    assert run_audit(folder_args(root)) == 0
+    printed = capsys.readouterr().out
+    assert "(ImageNet's) have 3 values, the images 4 channels: paste these" in printed
+
+
+def test_bands_give_the_stats_of_the_selected_channels(in_tmp, capsys):
+    root = in_tmp / "bands"
+    written = bands_folder(root)
+    arrays = train_arrays(root, written, bands=[2, 0], mean=[0.5] * 2, std=[0.3] * 2)
+    mean, std = numpy_stats([a[..., [2, 0]] for a in arrays], 1.0)
+    flags = ["--data.bands=[2, 0]", "--data.mean=[0.5, 0.5]", "--data.std=[0.3, 0.3]"]
+    assert run_audit([*folder_args(root), *flags]) == 0
+    channels = json.loads((in_tmp / "audit_train.json").read_text())["channels"]
+    assert channels["count"] == 2 and len(channels["mean"]) == len(channels["std"]) == 2
+    assert channels["mean"] == pytest.approx(mean, rel=1e-9)
+    assert channels["std"] == pytest.approx(std, rel=1e-9)
+    assert len(printed_list(capsys.readouterr().out, "data.std")) == 2
+
+
+def test_an_image_with_other_channels_is_a_problem_by_name(tmp_path):
+    root = tmp_path / "bands"
+    bands_folder(root, n=5, channels=[4, 4, 4, 4, 3])
+    data = FolderDataModule(root=str(root), classes=["land", "water"], num_workers=0,
+                            mean=[0.5] * 4, std=[0.3] * 4)  # fmt: skip
+    assert data.in_channels == 4
+    odd = str(root / "images" / "tile_4.tif")
+    reports = [
+        audit_dataset(data.prepared_dataset(split, data.pipelines["eval"]), ["l", "w"], 255, split)
+        for split in ("train", "val")
+    ]
+    problems = [p for r in reports for p in r["problems"]]
+    assert problems == [
+        {
+            "file": odd,
+            "kind": "channels",
+            "detail": f"{odd}: gives 3 channels, the first training image 4: "
+            "all images need the same bands",
+        }
+    ]
+    assert sum(r["channels"]["images"] for r in reports) == 4  # the odd one left out
+    assert all(r["channels"]["count"] in (4, None) for r in reports)
+    # Without a dataset-wide count, the first image scanned sets it.
+    plain = data.prepared_dataset("predict", data.pipelines["eval"])
+    plain.channels = None
+    plain.pairs = [(str(root / "images" / f"tile_{i}.tif"), None) for i in (4, 0)]
+    (problem,) = audit_dataset(plain, ["a", "b", "c"])["problems"]
+    assert problem["kind"] == "channels" and "tile_0.tif: gives 4 channels" in problem["detail"]
+    assert "the first image scanned 3" in problem["detail"]
+
+
+def test_pasteable_values_and_constant_channels():
+    from seglight.cli.audit import _channel_lines, _values
+
+    assert _values([1e-5, 0.0812345, 0.0, 1.0, 0.123456]) == "[0.00001, 0.08123, 0, 1, 0.1235]"
+    report = {"count": 2, "mean": [0.2, 0.5], "std": [0.0, 0.1], "images": 1, "pixels": 64}
+    table = "\n".join(_channel_lines(report))
+    assert "data.std: [0, 0.1]" in table and "channel(s) [0] constant (std 0)" in table
