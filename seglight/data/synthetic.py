@@ -23,6 +23,8 @@ CLASS_HUES = [0, 0, 90, 180, 270]  # degrees; index 0 (background) unused
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25]]
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
 BINARY_NAMES = ["background", "shape"]
+# Extra bands (extra_bands > 0): the level of each class's objects (background: noise).
+BAND_LEVELS = [0.0, 0.15, 0.38, 0.62, 0.85]
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
@@ -90,8 +92,12 @@ def generate(
     noise: float,
     border: int,
     ignore_index: int = 255,
+    extra_bands: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (image (size, size, 3) uint8, mask (size, size) uint8) pair."""
+    """One (image, mask (size, size) uint8) pair: image (size, size, 3) uint8, or with
+    `extra_bands` (size, size, 3 + extra_bands) float32 in [0, 1], where each extra band holds a
+    class-specific level inside objects (plus noise) and uniform noise elsewhere, and the
+    objects' colours no longer follow their class: the extra bands carry the class."""
     # Background: a colour gradient in a random direction.
     yy, xx = np.mgrid[0:size, 0:size] / size
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
@@ -114,7 +120,8 @@ def generate(
         shape = np.zeros((size, size), np.uint8)
         cv2.fillPoly(shape, [_polygon(CLASS_NAMES[cls], cx, cy, r, rng.uniform(0, 2 * np.pi))], 1)
         inside = shape.astype(bool)
-        image[inside] = _texture(rng, size, size, _class_colour(rng, cls))[inside]
+        hue_of = cls if not extra_bands else int(rng.integers(1, len(CLASS_NAMES)))
+        image[inside] = _texture(rng, size, size, _class_colour(rng, hue_of))[inside]
         mask[inside] = cls  # later objects occlude earlier ones
     image = cv2.GaussianBlur(image, (3, 3), 0.6)
     image = np.clip(image + rng.normal(0, noise, image.shape), 0, 255).astype(np.uint8)
@@ -122,7 +129,28 @@ def generate(
         kernel = np.ones((2 * border + 1, 2 * border + 1), np.uint8)
         edge = cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)
         mask[edge] = ignore_index
+    if extra_bands:
+        return _with_extra_bands(rng, image, mask, extra_bands), mask
     return image, mask
+
+
+def _with_extra_bands(
+    rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, count: int
+) -> np.ndarray:
+    """(H, W, 3 + count) float32 in [0, 1]: the RGB image / 255, then `count` bands holding,
+    inside objects of class c, the level BAND_LEVELS[c] (shifted per band) plus noise, and
+    uniform noise on the background and the ignore band."""
+    rgb = image.astype(np.float32) / 255.0
+    levels = np.asarray(BAND_LEVELS, np.float32)  # (C,) one level per class; background unused
+    bands = []
+    for j in range(count):
+        noise = rng.normal(0.0, 0.06, mask.shape).astype(np.float32)
+        band = rng.uniform(0.0, 1.0, mask.shape).astype(np.float32)
+        objects = (mask > 0) & (mask < len(CLASS_NAMES))
+        shifted = (levels[mask[objects]] + 0.1 * j) % 1.0  # each band its own level per class
+        band[objects] = shifted + noise[objects]
+        bands.append(np.clip(band, 0.0, 1.0))
+    return np.concatenate([rgb, np.stack(bands, -1)], -1)
 
 
 class SyntheticDataset(SegmentationDataset):
@@ -141,6 +169,7 @@ class SyntheticDataset(SegmentationDataset):
         super().__init__(transform, ignore_index)
         self.split, self.length, self.seed, self.options = split, length, seed, options
         self.binary = binary  # every object class -> 1 (foreground); ignore stays
+        self.bands: list[int] | None = None  # channels kept, in order; None = all
 
     def __len__(self) -> int:
         return self.length
@@ -152,6 +181,8 @@ class SyntheticDataset(SegmentationDataset):
         image, mask = generate(rng, ignore_index=self.ignore_index, **self.options)
         if self.binary:
             mask = np.where(mask == self.ignore_index, mask, mask > 0).astype(np.uint8)
+        if self.bands is not None:
+            image = np.ascontiguousarray(image[..., self.bands])
         return Sample(image, mask, f"{self.split}_{index:05d}")
 
 
@@ -170,6 +201,10 @@ class SyntheticDataModule(SegmentationDataModule):
         noise: standard deviation of the Gaussian pixel noise (0-255 scale).
         border_ignore: width in pixels of the ignore band on each side of object borders.
         seed: seed of the generator; the data depends on nothing else.
+        extra_bands: bands beyond RGB (a multispectral variant): each holds a level per class
+            inside objects, and colours no longer follow the class; images become float in
+            [0, 1] with 3 + extra_bands channels (mean/std need as many values).
+        bands: channels to keep, in order (e.g. [0, 1, 2]: RGB only); null = all.
         **kwargs: loader and transform options of SegmentationDataModule.
     """
 
@@ -188,8 +223,17 @@ class SyntheticDataModule(SegmentationDataModule):
         noise: float = 10.0,
         border_ignore: int = 1,
         seed: int = 0,
+        extra_bands: int = 0,
+        bands: list[int] | None = None,
         **kwargs,
     ) -> None:
+        if extra_bands < 0:
+            raise ConfigError(f"data.extra_bands: must be >= 0, got {extra_bands}")
+        channels = 3 + extra_bands
+        if bands is not None and (not bands or not all(0 <= b < channels for b in bands)):
+            raise ConfigError(f"data.bands: indices in [0, {channels}) of the {channels} "
+                              f"generated channels, got {bands}")  # fmt: skip
+        self.extra_bands, self.bands = extra_bands, list(bands) if bands is not None else None
         if image_size < 16:
             raise ConfigError(f"data.image_size: must be >= 16, got {image_size}")
         sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
@@ -215,10 +259,20 @@ class SyntheticDataModule(SegmentationDataModule):
             max_objects=max_objects,
             noise=noise,
             border=border_ignore,
+            extra_bands=extra_bands,
         )
         super().__init__(**kwargs)
+        if len(self.mean) != self.in_channels:
+            raise ConfigError(
+                f"data.mean / data.std: {len(self.mean)} values for {self.in_channels} channels "
+                f"(3 + data.extra_bands, after data.bands): give one value per channel"
+            )
         if self.task == "binary":
             self.class_names, self.palette = BINARY_NAMES, PALETTE[:2]
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands) if self.bands is not None else 3 + self.extra_bands
 
     def default_train_transforms(self) -> list[TransformSpec]:
         return [
@@ -228,5 +282,7 @@ class SyntheticDataModule(SegmentationDataModule):
         ]
 
     def build_dataset(self, split: Split, transform) -> SyntheticDataset:
-        return SyntheticDataset(split, self.sizes[split], self.seed, self.options, transform,
-                                self.ignore_index, binary=self.task == "binary")  # fmt: skip
+        dataset = SyntheticDataset(split, self.sizes[split], self.seed, self.options, transform,
+                                   self.ignore_index, binary=self.task == "binary")  # fmt: skip
+        dataset.bands = self.bands
+        return dataset

@@ -201,6 +201,7 @@ def test_a_second_config_appends_to_the_shared_callbacks(in_tmp, capsys):
 RECIPE_DATA = {
     "quickstart.yaml": lambda: None,  # built-in data
     "binary.yaml": lambda: None,
+    "multispectral.yaml": lambda: None,
     "voc.yaml": lambda: make_voc(Path("data/voc")),
     "voc_aug.yaml": lambda: (make_voc(Path("data/voc")), add_voc_aug(Path("data/voc"))),
     "cityscapes.yaml": lambda: make_cityscapes(Path("data/cityscapes")),
@@ -217,7 +218,7 @@ def test_every_recipe_has_its_data_here():
 @pytest.mark.parametrize("name", sorted(RECIPE_DATA))
 def test_every_recipe_runs_fast_dev_run(name, in_tmp):
     RECIPE_DATA[name]()
-    shrink = TINY if name in ("quickstart.yaml", "binary.yaml") else SMALL
+    shrink = TINY if name in ("quickstart.yaml", "binary.yaml", "multispectral.yaml") else SMALL
     c = main(["fit", "--config", str(ROOT / "configs" / name), *shrink,
               *RECIPE_ARGS.get(name, []), "--trainer.fast_dev_run=true"])  # fmt: skip
     assert c.trainer.state.finished and c.trainer.global_step == 1

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
+from seglight.data.synthetic import BAND_LEVELS, CLASS_NAMES, SyntheticDataModule
+from seglight.errors import ConfigError
 
 
 def dataset(split="train", **kwargs):
@@ -77,3 +78,32 @@ def test_bad_arguments_are_named():
         SyntheticDataModule(image_size=4)
     with pytest.raises(ValueError, match="min_objects"):
         SyntheticDataModule(min_objects=3, max_objects=2)
+
+
+def test_extra_bands_carry_the_class_and_colour_does_not():
+    """extra_bands: float images of 3 + k channels; inside objects each extra band sits at its
+    class's level (+ noise), so the bands tell the class, while hues are drawn at random."""
+    dm = SyntheticDataModule(extra_bands=2, image_size=48, mean=[0.5] * 5, std=[0.3] * 5,
+                             num_workers=0)  # fmt: skip
+    assert dm.in_channels == 5
+    dataset = dm.build_dataset("train", dm.pipelines["eval"])
+    per_class = {c: [] for c in range(1, len(CLASS_NAMES))}
+    for i in range(24):
+        sample = dataset.load(i)
+        assert sample.image.shape == (48, 48, 5) and sample.image.dtype == np.float32
+        assert 0.0 <= sample.image.min() and sample.image.max() <= 1.0
+        for c in per_class:
+            per_class[c].extend(sample.image[sample.mask == c, 3].tolist())
+    for c, values in per_class.items():
+        assert abs(np.median(values) - BAND_LEVELS[c]) < 0.03, c  # band 3: the class's level
+    # bands keeps and orders channels; the model's in_channels follows
+    rgb = SyntheticDataModule(extra_bands=2, bands=[0, 1, 2], num_workers=0)
+    assert rgb.in_channels == 3
+    assert rgb.build_dataset("train", rgb.pipelines["eval"]).load(0).image.shape[2] == 3
+
+
+def test_extra_bands_need_one_mean_and_std_per_channel():
+    with pytest.raises(ConfigError, match=r"data.mean / data.std: 3 values for 5 channels"):
+        SyntheticDataModule(extra_bands=2)
+    with pytest.raises(ConfigError, match=r"data.bands: indices in \[0, 4\)"):
+        SyntheticDataModule(extra_bands=1, bands=[4])
