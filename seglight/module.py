@@ -25,13 +25,13 @@ from seglight.errors import ConfigError
 from seglight.evaluation import EvalProtocol, predict_logits, split_images
 from seglight.input_check import forward_checked
 from seglight.losses import LossConfig, build_loss
-from seglight.metrics import BinarySegmentationMetrics, SegmentationMetrics, class_view
+from seglight.metrics import SegmentationMetrics
 from seglight.networks import build_model, output_stride
 from seglight.nonfinite import NonFiniteGuard, NonFiniteLoss
 from seglight.schedulers import _TrainerLengthLR
+from seglight.tasks import Task, task_spec
 
 Stage = Literal["train", "val", "test"]
-Task = Literal["multiclass", "binary"]
 
 
 class SegmentationModule(L.LightningModule):
@@ -114,18 +114,9 @@ class SegmentationModule(L.LightningModule):
             raise ConfigError(
                 f"model.class_names: {len(class_names)} names for num_classes={num_classes}"
             )
-        if task not in ("multiclass", "binary"):
-            raise ConfigError(f"model.task: expected 'multiclass' or 'binary', got {task!r}")
-        if task == "binary" and num_classes != 2:
-            raise ConfigError(
-                f"data.task: binary segmentation has 2 classes (background, foreground), got "
-                f"{num_classes}: {class_names}; list exactly two, e.g. classes: [background, crack]"
-            )
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"model.threshold: must be in (0, 1), got {threshold}")
-        self.task, self.threshold = task, float(threshold)
-        # Logit channels: one per class; one foreground logit for binary.
-        self.out_channels = 1 if task == "binary" else num_classes
+        self.spec = task_spec(task, num_classes, ignore_index, threshold, class_names)
+        self.task, self.threshold = task, self.spec.threshold
+        self.out_channels = self.spec.out_channels  # one per class; 1 for binary
         self.class_names = list(class_names)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -160,12 +151,7 @@ class SegmentationModule(L.LightningModule):
         """Metrics of the validation and test splits: one confusion matrix each (summed over
         processes), and the mean over labelled images of each loss term, weighted by torchmetrics'
         MeanMetric (exact across processes, no host sync per step)."""
-        if self.task == "binary":
-            self.val_metrics = BinarySegmentationMetrics(self.threshold, self.ignore_index)
-            self.test_metrics = BinarySegmentationMetrics(self.threshold, self.ignore_index)
-        else:
-            self.val_metrics = SegmentationMetrics(self.num_classes, self.ignore_index)
-            self.test_metrics = SegmentationMetrics(self.num_classes, self.ignore_index)
+        self.val_metrics, self.test_metrics = self.spec.metrics(), self.spec.metrics()
         terms = ["loss", *getattr(self.criterion, "weights", {})]
         self.eval_losses = nn.ModuleDict(
             {stage: nn.ModuleDict({t: _mean_metric() for t in terms}) for stage in ("val", "test")}
@@ -193,24 +179,19 @@ class SegmentationModule(L.LightningModule):
         (with TTA views: the log of the averaged probabilities)."""
         if self.eval_protocol.is_plain:
             return self(images)
-        activation = "sigmoid" if self.task == "binary" else "softmax"
         return predict_logits(
-            self, images, self.stride, self.eval_protocol, self.out_channels, activation
+            self, images, self.stride, self.eval_protocol, self.out_channels, self.spec.activation
         )
 
     def predict_masks(self, logits: torch.Tensor) -> torch.Tensor:
         """Class indices (B, H, W) int64 from logits (B, K, H, W): the argmax, or for binary
-        sigmoid >= threshold (1 = foreground)."""
-        if self.task == "binary":
-            return (logits[:, 0].float().sigmoid() >= self.threshold).long()
-        return logits.argmax(1)
+        sigmoid >= threshold (1 = foreground); see seglight.tasks."""
+        return self.spec.masks(logits)
 
     def metric_inputs(self, logits: torch.Tensor) -> torch.Tensor:
         """What the metrics count from logits (B, K, H, W): class indices (B, H, W), or for
         binary the foreground probability (B, H, W) (the metric applies the threshold)."""
-        if self.task == "binary":
-            return logits[:, 0].float().sigmoid()
-        return logits.argmax(1)
+        return self.spec.metric_inputs(logits)
 
     # --- Lightning steps ------------------------------------------------------------------
 
@@ -339,11 +320,7 @@ class SegmentationModule(L.LightningModule):
         self._log_eval_losses(stage)
         result = {k: v.detach().cpu() for k, v in metrics.compute().items()}
         metrics.reset()
-        if self.task == "binary":  # per-class numbers for tables and reports, plus fg_*
-            binary = result
-            result = class_view(binary["confmat"])
-            result |= {f"fg_{k}": binary[k] for k in ("IoU", "dice", "precision", "recall")}
-            result["mIoU_2class"] = binary["mIoU_2class"]
+        result = self.spec.result(result)  # per-class view for tables/reports + the task's own
         if int(result["confmat"].sum()) == 0 and not self.trainer.sanity_checking:
             rank_zero_warn(
                 f"{stage}: no labelled pixel in the whole split, so every metric is NaN. "
@@ -351,13 +328,9 @@ class SegmentationModule(L.LightningModule):
             )
         self.last_metrics[stage] = result
         # Values are already reduced over all processes by torchmetrics: no sync_dist.
-        if self.task == "binary":
-            self.log(f"{stage}/fg_IoU", result["fg_IoU"].float(), prog_bar=True)
-            keys = ("fg_dice", "fg_precision", "fg_recall", "mIoU_2class", "pixel_acc", "mAcc")
-        else:
-            self.log(f"{stage}/mIoU", result["mIoU"].float(), prog_bar=True)
-            keys = ("pixel_acc", "mAcc")
-        logged = {f"{stage}/{k}": result[k].float() for k in keys}
+        headline = self.spec.headline
+        self.log(f"{stage}/{headline}", result[headline].float(), prog_bar=True)
+        logged = {f"{stage}/{k}": result[k].float() for k in self.spec.logged}
         pixels = result["confmat"].sum(1).float()  # (C,) ground-truth pixels per class
         for i, name in enumerate(self.class_names):
             logged[f"{stage}/IoU/{name}"] = result["IoU"][i].float()

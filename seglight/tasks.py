@@ -1,0 +1,92 @@
+"""What the task (`data.task`, linked into the model) decides, in one place: the logit channels,
+how logits become masks and metric inputs, which metrics count, and what is logged.
+
+    multiclass: one logit per class, softmax; masks are the argmax.
+    binary:     one foreground logit, sigmoid; foreground where sigmoid >= threshold.
+
+SegmentationModule asks its TaskSpec; a new task (multi-label next) is a new spec here.
+"""
+
+from typing import Literal
+
+import torch
+from torchmetrics import Metric
+
+from seglight.errors import ConfigError
+from seglight.metrics import BinarySegmentationMetrics, SegmentationMetrics, class_view
+
+Task = Literal["multiclass", "binary"]
+TASKS = ("multiclass", "binary")
+
+
+class MulticlassSpec:
+    """Softmax over num_classes logits; logged: mIoU, mAcc, pixel_acc (+ per class)."""
+
+    activation = "softmax"
+    headline = "mIoU"
+    logged = ("pixel_acc", "mAcc")
+
+    def __init__(self, num_classes: int, ignore_index: int, threshold: float) -> None:
+        self.num_classes, self.ignore_index, self.threshold = num_classes, ignore_index, threshold
+        self.out_channels = num_classes  # logit channels of the network
+
+    def masks(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class indices (B, H, W) int64 from logits (B, K, H, W)."""
+        return logits.argmax(1)
+
+    def metric_inputs(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the metrics count from logits (B, K, H, W)."""
+        return logits.argmax(1)
+
+    def metrics(self) -> Metric:
+        return SegmentationMetrics(self.num_classes, self.ignore_index)
+
+    def result(self, computed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The metric's computed dict as tables and reports read it (per-class IoU/acc,
+        confmat, means), plus the task's own numbers."""
+        return computed
+
+
+class BinarySpec(MulticlassSpec):
+    """One foreground logit, sigmoid >= threshold; logged: fg_IoU, fg_dice, fg_precision,
+    fg_recall, mIoU_2class (the mean over both classes), pixel_acc, mAcc (+ per class)."""
+
+    activation = "sigmoid"
+    headline = "fg_IoU"
+    logged = ("fg_dice", "fg_precision", "fg_recall", "mIoU_2class", "pixel_acc", "mAcc")
+
+    def __init__(self, num_classes: int, ignore_index: int, threshold: float) -> None:
+        super().__init__(num_classes, ignore_index, threshold)
+        self.out_channels = 1
+
+    def masks(self, logits: torch.Tensor) -> torch.Tensor:
+        return (logits[:, 0].float().sigmoid() >= self.threshold).long()  # (B, H, W), 1 = fg
+
+    def metric_inputs(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, 0].float().sigmoid()  # (B, H, W) foreground probability
+
+    def metrics(self) -> Metric:
+        return BinarySegmentationMetrics(self.threshold, self.ignore_index)
+
+    def result(self, computed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        result = class_view(computed["confmat"])  # the 2-class view for tables and reports
+        result |= {f"fg_{k}": computed[k] for k in ("IoU", "dice", "precision", "recall")}
+        result["mIoU_2class"] = computed["mIoU_2class"]
+        return result
+
+
+def task_spec(
+    task: str, num_classes: int, ignore_index: int, threshold: float, class_names: list[str]
+) -> MulticlassSpec:
+    """The spec of `task`, its arguments checked (one-line ConfigErrors)."""
+    if task not in TASKS:
+        raise ConfigError(f"model.task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if task == "binary" and num_classes != 2:
+        raise ConfigError(
+            f"data.task: binary segmentation has 2 classes (background, foreground), got "
+            f"{num_classes}: {class_names}; list exactly two, e.g. classes: [background, crack]"
+        )
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"model.threshold: must be in (0, 1), got {threshold}")
+    spec = BinarySpec if task == "binary" else MulticlassSpec
+    return spec(num_classes, ignore_index, float(threshold))
