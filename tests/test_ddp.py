@@ -60,6 +60,9 @@ def labelled_test_pixels(n: int = 5) -> int:
     return sum(int((test_set.load(i).mask != 255).sum()) for i in range(n))
 
 
+# 40 s of two gloo processes run twice: `make test-all`; the fast suite keeps DDP validation
+# equality (tests/callbacks/test_reports.py) and batch invariance across 2 processes.
+@pytest.mark.slow
 def test_lightning_launcher_fit_then_test_and_the_checkpoint_reloads(tmp_path):
     """`python -m seglight fit ... --trainer.devices=2 --trainer.strategy=ddp`, then `test` of
     its best checkpoint the same way, then the checkpoint loaded in a fresh process."""

@@ -108,6 +108,8 @@ def run_module(tmp_path: Path, args: list[str], devices: int) -> subprocess.Comp
     )  # fmt: skip
 
 
+# 18 s of two gloo processes: `make test-all` (the fast suite keeps the DDP equality tests).
+@pytest.mark.slow
 def test_ddp_skip_on_one_rank_skips_on_all(tmp_path):
     """The nan is on rank 1 only; rank 0's loss is finite, yet it must skip too (else DDP
     would average half a gradient, or hang). 8 images on 2 processes: 1 batch per epoch each."""
