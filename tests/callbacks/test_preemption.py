@@ -53,6 +53,7 @@ def test_sigterm_in_a_real_fit_process_saves_and_resumes(tmp_path):
     assert _saved(tmp_path / LAST)["global_step"] == 6
 
 
+@pytest.mark.slow  # a subprocess or a second run; `make test-all`
 def test_sigusr1_resume_equals_an_uninterrupted_run(in_tmp, capsys):
     sys.path.insert(0, str(ROOT / "tests"))  # seglight_testing, as PYTHONPATH does above
     try:

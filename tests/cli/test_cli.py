@@ -241,6 +241,7 @@ def test_bad_input_is_one_clear_line(in_tmp, capsys, flags, message):
     assert message in error_lines[0], err
 
 
+@pytest.mark.slow  # a subprocess or a second run; `make test-all`
 def test_bad_input_from_the_shell_has_no_traceback(in_tmp):
     out = python_m("fit", "--config", QUICKSTART, "--model.arch=Unett", cwd=in_tmp)
     assert out.returncode == 2
@@ -253,6 +254,7 @@ def test_readme_and_makefile_commands_exist():
         assert target in makefile
 
 
+@pytest.mark.slow  # a subprocess or a second run; `make test-all`
 def test_console_script_exits_zero_on_success(in_tmp):
     script = Path(sys.executable).parent / "seglight"
     out = subprocess.run([str(script), "fit", "--config", QUICKSTART, *TINY,

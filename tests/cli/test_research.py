@@ -56,6 +56,7 @@ def curve(folder) -> list[dict]:
     return list(csv.DictReader(open(next(folder.rglob("lr_find.csv")))))
 
 
+@pytest.mark.slow  # a subprocess or a second run; `make test-all`
 def test_lr_finder_stop_reports_and_does_not_train(in_tmp, caplog):
     initial = weights(main([*FIT, "--trainer.max_epochs=0"]))  # seed 0: the weights fit starts from
     c = main([*LR_FIND, "--trainer.callbacks.stop=true", "--trainer.max_epochs=1"])
@@ -131,6 +132,7 @@ def test_seeds_reports_mean_and_std_of_independent_runs(in_tmp, capsys):
     assert isinstance(SegmentationModule.load_from_checkpoint(best), SegmentationModule)
 
 
+@pytest.mark.slow  # a subprocess or a second run; `make test-all`
 def test_seeds_run_equals_a_plain_fit_with_that_seed(in_tmp):
     with pytest.raises(SystemExit):
         main(["seeds", "--seeds", "5", *SEEDS])
