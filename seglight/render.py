@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from seglight.errors import ConfigError
+
 GAP = 2  # pixels between tiles of the validation grid
 LINE = 14  # legend line height: a 10-px swatch and PIL's default font
 BACKGROUND = (40, 40, 40)
@@ -54,6 +56,8 @@ def denormalize(images: torch.Tensor, mean, std, rgb_bands=None) -> np.ndarray:
     x = (images.detach().float().cpu() * std + mean).clamp(0, 1) * 255
     if rgb_bands is None:
         rgb_bands = [0, 1, 2] if c >= 3 else [0, 0, 0]  # fewer than 3: the first as grey
+    if max(rgb_bands) >= c:
+        raise ConfigError(f"data.rgb_bands: {list(rgb_bands)}, but the images have {c} channels")
     x = x[..., list(rgb_bands), :, :]  # (..., 3, H, W)
     return x.round().to(torch.uint8).movedim(-3, -1).numpy()
 

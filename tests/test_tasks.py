@@ -146,11 +146,12 @@ def test_a_4_band_16_bit_tiff_folder_trains_with_in_channels_from_the_data(in_tm
         "--data.std=[0.02, 0.02, 0.02, 0.02]", "--data.val_fraction=0.25",
         "--data.batch_size=2", "--data.num_workers=0",
         "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
-        "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
+        "--data.rgb_bands=[3, 2, 1]", "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
     ])  # fmt: skip
     assert c.datamodule.in_channels == 4 and c.model.hparams.in_channels == 4
     assert c.model.net.encoder.conv1.in_channels == 4  # the first layer takes all 4 bands
-    # Validation images of a 4-band folder are drawn from its first three bands.
+    # Validation images of a 4-band folder are drawn from the bands data.rgb_bands names.
     assert list(in_tmp.glob("outputs/quickstart/logs/version_0/images/val_epoch1.png"))
 
 

@@ -81,6 +81,8 @@ class SegmentationDataModule(L.LightningDataModule):
             instead of the dataset's predict split.
         exif_orientation: read photos as displayed (EXIF orientation applied, as annotation
             tools show them); false = the stored pixels, for masks drawn on those.
+        rgb_bands: the 3 channels (after any band selection) drawn as red, green, blue in
+            validation images and overlays; null = the first three.
         task: "multiclass" (one class per pixel, softmax) or "binary" (two classes,
             background and foreground: one logit, sigmoid and a threshold); linked into the
             model by the CLI.
@@ -103,9 +105,13 @@ class SegmentationDataModule(L.LightningDataModule):
         std: Sequence[float] = IMAGENET_STD,
         predict_dir: str | None = None,
         exif_orientation: bool = True,
+        rgb_bands: list[int] | None = None,
         task: Task = "multiclass",
     ) -> None:
         super().__init__()
+        if rgb_bands is not None and (len(rgb_bands) != 3 or min(rgb_bands) < 0):
+            raise ConfigError(f"data.rgb_bands: 3 channel indices (>= 0), got {rgb_bands}")
+        self.rgb_bands = list(rgb_bands) if rgb_bands is not None else None
         if task not in TASKS:
             raise ConfigError(f"data.task: expected one of {', '.join(TASKS)}, got {task!r}")
         self.task = task

@@ -117,3 +117,19 @@ def test_draw_restores_training_mode_and_shows_evaluation_logits(tmp_path):
     for row in range(2):
         top, left = row * (32 + GAP), 2 * (32 + GAP)
         assert (grid[top : top + 32, left : left + 32] == PALETTE[2]).all()
+
+
+def test_n_band_images_are_drawn_from_the_chosen_bands():
+    """4 normalized channels: the first three by default, `rgb_bands` (data.rgb_bands) picks
+    others; an index beyond the channels is a one-line ConfigError."""
+    from seglight.errors import ConfigError
+
+    values = torch.tensor([0.2, 0.4, 0.6, 0.8]).view(4, 1, 1).expand(4, 2, 3)  # (C, H, W)
+    mean, std = [0.5] * 4, [0.25] * 4
+    normalized = (values - 0.5) / 0.25
+    first = denormalize(normalized, mean, std)  # (H, W, 3)
+    assert first.shape == (2, 3, 3) and first[0, 0].tolist() == [51, 102, 153]
+    chosen = denormalize(normalized, mean, std, rgb_bands=[3, 2, 1])
+    assert chosen[0, 0].tolist() == [204, 153, 102]
+    with pytest.raises(ConfigError, match=r"data.rgb_bands: \[4, 0, 1\], but the images have 4"):
+        denormalize(normalized, mean, std, rgb_bands=[4, 0, 1])
