@@ -136,3 +136,14 @@ def test_a_subclass_changes_one_hook_and_keeps_the_rest():
     assert model.criterion.calls == 1 and out["logits"].shape == (2, 3, 32, 32)
     # The evaluation-loss means follow the terms of the configured loss.
     assert sorted(model.eval_losses["val"]) == ["loss"]  # CountedLoss has no `weights`
+
+
+class OwnRngState(RngState):
+    """A user's subclass of an always-on callback, listed in trainer.callbacks."""
+
+
+def test_a_listed_subclass_replaces_the_always_on_callback(in_tmp):
+    cli = main(["--config", QUICKSTART, *TINY, "--trainer.fast_dev_run=true",
+                "--trainer.callbacks+=test_redesign_paths.OwnRngState"], run=False)  # fmt: skip
+    states = [c for c in cli.trainer.callbacks if isinstance(c, RngState)]
+    assert [type(c).__name__ for c in states] == ["OwnRngState"]  # not both: one restores RNGs

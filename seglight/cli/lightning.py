@@ -156,7 +156,7 @@ class SeglightCLI(LightningCLI):
 
     def _add_always_on_callbacks(self) -> None:
         """The ALWAYS_ON callbacks that are not null into trainer.callbacks (the Trainer orders
-        them before the checkpoint callbacks), unless one of the same class is listed there."""
+        them before the checkpoint callbacks), unless one of that class or a subclass is there."""
         section = self.config_init.get(self.subcommand) if self.subcommand else self.config_init
         trainer = section.get("trainer")
         if trainer is None:
@@ -165,7 +165,7 @@ class SeglightCLI(LightningCLI):
         callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
         for key in ALWAYS_ON:
             callback = section.get(key)
-            if callback is not None and not any(type(c) is type(callback) for c in callbacks):
+            if callback is not None and not any(isinstance(c, type(callback)) for c in callbacks):
                 callbacks.append(callback)
         trainer["callbacks"] = callbacks
 
