@@ -96,6 +96,12 @@ def _output_layout(module: SegmentationModule) -> str:
             f"{OUTPUT_NAME}: float32 (batch, 1, height, width), the foreground logit at the "
             f"input's size; sigmoid >= threshold ({module.threshold}) gives foreground (1)"
         )
+    if getattr(module, "task", "multiclass") == "multilabel":
+        return (
+            f"{OUTPUT_NAME}: float32 (batch, num_classes, height, width), one logit per label "
+            f"at the input's size; sigmoid >= threshold ({module.threshold}) gives the labels "
+            f"of a pixel (several or none)"
+        )
     return (
         f"{OUTPUT_NAME}: float32 (batch, num_classes, height, width), unnormalized class "
         f"scores at the input's size; argmax over dim 1 gives class indices"

@@ -166,8 +166,8 @@ def predict_logits(
     with large logits from outvoting the others; returning their log keeps the output
     "logits-like": softmax gives the averaged probabilities back, argmax is their argmax, and
     cross-entropy on it is the NLL of the averaged probabilities. Within a view, overlapping
-    windows average logits (as mmsegmentation and nnU-Net do). activation "sigmoid" (binary: K
-    independent probabilities): the mean of the views' sigmoid probabilities, returned as its
+    windows average logits (as mmsegmentation and nnU-Net do). activation "sigmoid" (binary,
+    multilabel: K independent probabilities): the mean of the views' sigmoid probabilities, returned as its
     logit log(p / (1 - p)), so sigmoid gives the averaged probability back.
     """
     h, w = images.shape[-2:]
@@ -291,7 +291,7 @@ def split_images(batch: dict) -> list[dict]:
         h, w = (int(v) for v in sizes[i]) if sizes is not None else images.shape[-2:]
         one = {"image": images[i : i + 1, :, :h, :w]}  # (1, C, h, w)
         if "mask" in batch:
-            one["mask"] = batch["mask"][i : i + 1, :h, :w]  # (1, h, w)
+            one["mask"] = batch["mask"][i : i + 1, ..., :h, :w]  # (1, h, w) or (1, L, h, w)
         if "name" in batch:
             one["name"] = [batch["name"][i]]
         if sizes is not None:

@@ -2,8 +2,8 @@
 
     python -m seglight fit --config configs/quickstart.yaml --model.arch=FPN --model.loss.dice=0.5
 
-Batches are dicts: "image" float (B, 3, H, W), "mask" long (B, H, W) with ignore_index where
-unlabelled. The module is built from one hook per concern, so a subclass changes one thing:
+Batches are dicts: "image" float (B, C, H, W), "mask" long (B, H, W) (multilabel: (B, L, H, W)
+0/1 per label) with ignore_index where unlabelled. The module is built from one hook per concern, so a subclass changes one thing:
 `configure_models` (self.net), `configure_losses` (self.criterion), `configure_metrics`
 (self.val_metrics, self.test_metrics, the evaluation-loss means); a step is `shared_step` ->
 `compute_loss`. Select a subclass with `--model path.to.MyModule`.
@@ -66,10 +66,11 @@ class SegmentationModule(L.LightningModule):
             one-line error naming the terms, step and files; exit 1), "skip" (no optimizer
             step, counted in `train/skipped_nonfinite`) or "off" (no check, no host sync per
             step); see seglight.nonfinite.
-        task: "multiclass" (softmax over num_classes) or "binary" (background/foreground: one
-            logit, sigmoid >= threshold); linked from the data module (data.task).
-        threshold: foreground probability from which a pixel is predicted foreground (binary);
-            recorded in the hyper-parameters and the test report.
+        task: "multiclass" (softmax over num_classes), "binary" (background/foreground: one
+            logit, sigmoid >= threshold) or "multilabel" (one sigmoid per label, num_classes
+            labels); linked from the data module (data.task).
+        threshold: probability from which a pixel is predicted foreground (binary) or to carry
+            a label (multilabel); recorded in the hyper-parameters and the test report.
         nonfinite_batch_dir: folder where a batch with a non-finite loss is saved with
             torch.save (its image, mask, name, ... plus epoch, step, batch_idx, rank, losses),
             to reproduce it; null = not saved.
@@ -116,7 +117,7 @@ class SegmentationModule(L.LightningModule):
             )
         self.spec = task_spec(task, num_classes, ignore_index, threshold, class_names)
         self.task, self.threshold = task, self.spec.threshold
-        self.out_channels = self.spec.out_channels  # one per class; 1 for binary
+        self.out_channels = self.spec.out_channels  # one per class or label; 1 for binary
         self.class_names = list(class_names)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -185,12 +186,14 @@ class SegmentationModule(L.LightningModule):
 
     def predict_masks(self, logits: torch.Tensor) -> torch.Tensor:
         """Class indices (B, H, W) int64 from logits (B, K, H, W): the argmax, or for binary
-        sigmoid >= threshold (1 = foreground); see seglight.tasks."""
+        sigmoid >= threshold (1 = foreground); multilabel: (B, L, H, W) 0/1 per label, sigmoid
+        >= threshold; see seglight.tasks."""
         return self.spec.masks(logits)
 
     def metric_inputs(self, logits: torch.Tensor) -> torch.Tensor:
         """What the metrics count from logits (B, K, H, W): class indices (B, H, W), or for
-        binary the foreground probability (B, H, W) (the metric applies the threshold)."""
+        binary the foreground probability (B, H, W), multilabel the probabilities (B, L, H, W)
+        (the metric applies the threshold)."""
         return self.spec.metric_inputs(logits)
 
     # --- Lightning steps ------------------------------------------------------------------
@@ -211,15 +214,17 @@ class SegmentationModule(L.LightningModule):
         self._evaluate(batch, "test", self.test_metrics)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Class indices (B, H, W) int64 at the batch's size. Each image is predicted alone at its
+        """Class indices (B, H, W) int64 at the batch's size (multilabel: (B, L, H, W) 0/1 per
+        label). Each image is predicted alone at its
         own size batch["size"] (seglight.evaluation.split_images); pixels outside it (batches of
         unequal images are padded) hold ignore_index."""
         images = batch["image"]  # (B, C, H, W)
-        masks = torch.full((images.shape[0], *images.shape[-2:]), self.ignore_index,
+        labels = (self.num_classes,) if self.spec.multilabel else ()  # (B, L, H, W) 0/1 masks
+        masks = torch.full((images.shape[0], *labels, *images.shape[-2:]), self.ignore_index,
                            dtype=torch.long, device=images.device)  # fmt: skip
         for i, one in enumerate(split_images(batch)):
             h, w = one["image"].shape[-2:]
-            masks[i, :h, :w] = self.predict_masks(self.evaluation_logits(one["image"]))[0]
+            masks[i, ..., :h, :w] = self.predict_masks(self.evaluation_logits(one["image"]))[0]
         return masks
 
     def on_validation_start(self) -> None:
@@ -316,12 +321,13 @@ class SegmentationModule(L.LightningModule):
         """Compute over the whole split (synced across processes) and log under `stage/`:
         mIoU, mAcc, pixel_acc and per-class IoU/acc; binary: fg_IoU (the foreground's IoU),
         fg_dice, fg_precision, fg_recall and mIoU_2class (mean over both classes, the figure
-        multiclass papers give) instead of mIoU."""
+        multiclass papers give) instead of mIoU; multilabel: mIoU, mF1, IoU_micro, F1_micro,
+        pixel_acc and per-label IoU/F1/precision/recall (seglight.tasks)."""
         self._log_eval_losses(stage)
         result = {k: v.detach().cpu() for k, v in metrics.compute().items()}
         metrics.reset()
         result = self.spec.result(result)  # per-class view for tables/reports + the task's own
-        if int(result["confmat"].sum()) == 0 and not self.trainer.sanity_checking:
+        if int(result["counted"]) == 0 and not self.trainer.sanity_checking:
             rank_zero_warn(
                 f"{stage}: no labelled pixel in the whole split, so every metric is NaN. "
                 f"Is it a split without public labels (e.g. a benchmark's test set)?"
@@ -331,10 +337,10 @@ class SegmentationModule(L.LightningModule):
         headline = self.spec.headline
         self.log(f"{stage}/{headline}", result[headline].float(), prog_bar=True)
         logged = {f"{stage}/{k}": result[k].float() for k in self.spec.logged}
-        pixels = result["confmat"].sum(1).float()  # (C,) ground-truth pixels per class
+        pixels = result["pixels"].float()  # (C,) ground-truth pixels per class (or label)
         for i, name in enumerate(self.class_names):
-            logged[f"{stage}/IoU/{name}"] = result["IoU"][i].float()
-            logged[f"{stage}/acc/{name}"] = result["acc"][i].float()
+            for key in self.spec.per_class:
+                logged[f"{stage}/{key}/{name}"] = result[key][i].float()
             if stage == "test":  # the report's pixel counts, for loggers without files
                 logged[f"{stage}/pixels/{name}"] = pixels[i]
         self.log_dict(logged)

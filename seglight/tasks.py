@@ -3,8 +3,11 @@ how logits become masks and metric inputs, which metrics count, and what is logg
 
     multiclass: one logit per class, softmax; masks are the argmax.
     binary:     one foreground logit, sigmoid; foreground where sigmoid >= threshold.
+    multilabel: one logit per label, independent sigmoids; masks (B, L, H, W) of 0/1 per label.
 
-SegmentationModule asks its TaskSpec; a new task (multi-label next) is a new spec here.
+SegmentationModule asks its spec; a new task is a new spec here. Every spec's `result` holds
+`per_class` (C,) tensors per class/label, "pixels" (C,) ground-truth pixels per class (label:
+its positive pixels) and "counted" (labelled entries of the split: 0 means nothing was labelled).
 """
 
 from typing import Literal
@@ -13,10 +16,15 @@ import torch
 from torchmetrics import Metric
 
 from seglight.errors import ConfigError
-from seglight.metrics import BinarySegmentationMetrics, SegmentationMetrics, class_view
+from seglight.metrics import (
+    BinarySegmentationMetrics,
+    MultilabelSegmentationMetrics,
+    SegmentationMetrics,
+    class_view,
+)
 
-Task = Literal["multiclass", "binary"]
-TASKS = ("multiclass", "binary")
+Task = Literal["multiclass", "binary", "multilabel"]
+TASKS = ("multiclass", "binary", "multilabel")
 
 
 class MulticlassSpec:
@@ -25,6 +33,8 @@ class MulticlassSpec:
     activation = "softmax"
     headline = "mIoU"
     logged = ("pixel_acc", "mAcc")
+    per_class = ("IoU", "acc")  # logged as <stage>/<name>/<class>, the columns of the tables
+    multilabel = False  # masks are (B, H, W) class indices, not (B, L, H, W) 0/1 per label
 
     def __init__(self, num_classes: int, ignore_index: int, threshold: float) -> None:
         self.num_classes, self.ignore_index, self.threshold = num_classes, ignore_index, threshold
@@ -43,8 +53,8 @@ class MulticlassSpec:
 
     def result(self, computed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The metric's computed dict as tables and reports read it (per-class IoU/acc,
-        confmat, means), plus the task's own numbers."""
-        return computed
+        confmat, means, pixels, counted), plus the task's own numbers."""
+        return _with_counts(computed)
 
 
 class BinarySpec(MulticlassSpec):
@@ -72,7 +82,39 @@ class BinarySpec(MulticlassSpec):
         result = class_view(computed["confmat"])  # the 2-class view for tables and reports
         result |= {f"fg_{k}": computed[k] for k in ("IoU", "dice", "precision", "recall")}
         result["mIoU_2class"] = computed["mIoU_2class"]
-        return result
+        return _with_counts(result)
+
+
+class MultilabelSpec(MulticlassSpec):
+    """One logit per label, independent sigmoids >= threshold; a pixel may carry several labels
+    or none. Logged: mIoU (macro mean of per-label IoU), mF1, IoU_micro, F1_micro, pixel_acc
+    (over (pixel, label) entries), and per label IoU, F1, precision, recall."""
+
+    activation = "sigmoid"
+    headline = "mIoU"
+    logged = ("mF1", "IoU_micro", "F1_micro", "pixel_acc")
+    per_class = ("IoU", "F1", "precision", "recall")
+    multilabel = True
+
+    def masks(self, logits: torch.Tensor) -> torch.Tensor:
+        return (logits.float().sigmoid() >= self.threshold).long()  # (B, L, H, W) 0/1
+
+    def metric_inputs(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().sigmoid()  # (B, L, H, W) per-label probabilities
+
+    def metrics(self) -> Metric:
+        return MultilabelSegmentationMetrics(self.num_classes, self.threshold, self.ignore_index)
+
+    def result(self, computed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        counts = computed["counts"]  # (L, 4) [tp, fp, fn, tn]
+        return computed | {"pixels": counts[:, 0] + counts[:, 2], "counted": counts.sum()}
+
+
+def _with_counts(result: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`result` plus "pixels" (C,) ground-truth pixels per class and "counted" from its
+    confusion matrix (rows = ground truth)."""
+    confmat = result["confmat"]
+    return result | {"pixels": confmat.sum(1), "counted": confmat.sum()}
 
 
 def task_spec(
@@ -81,6 +123,8 @@ def task_spec(
     """The spec of `task`, its arguments checked (one-line ConfigErrors)."""
     if task not in TASKS:
         raise ConfigError(f"model.task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if task == "multilabel" and num_classes < 1:
+        raise ConfigError(f"data.task: multilabel needs at least one label, got {class_names}")
     if task == "binary" and num_classes != 2:
         raise ConfigError(
             f"data.task: binary segmentation has 2 classes (background, foreground), got "
@@ -88,5 +132,5 @@ def task_spec(
         )
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"model.threshold: must be in (0, 1), got {threshold}")
-    spec = BinarySpec if task == "binary" else MulticlassSpec
+    spec = {"binary": BinarySpec, "multilabel": MultilabelSpec}.get(task, MulticlassSpec)
     return spec(num_classes, ignore_index, float(threshold))

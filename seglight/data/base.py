@@ -33,8 +33,8 @@ from seglight.data.transforms import (
 from seglight.errors import ConfigError
 
 Split = Literal["train", "val", "test", "predict"]
-Task = Literal["multiclass", "binary"]
-TASKS = ("multiclass", "binary")
+Task = Literal["multiclass", "binary", "multilabel"]
+TASKS = ("multiclass", "binary", "multilabel")
 
 
 def default_num_workers() -> int:
@@ -83,9 +83,10 @@ class SegmentationDataModule(L.LightningDataModule):
             tools show them); false = the stored pixels, for masks drawn on those.
         rgb_bands: the 3 channels (after any band selection) drawn as red, green, blue in
             validation images and overlays; null = the first three.
-        task: "multiclass" (one class per pixel, softmax) or "binary" (two classes,
-            background and foreground: one logit, sigmoid and a threshold); linked into the
-            model by the CLI.
+        task: "multiclass" (one class per pixel, softmax), "binary" (two classes, background
+            and foreground: one logit, sigmoid and a threshold) or "multilabel" (one 0/1 mask
+            per class, a pixel may carry several or none: one sigmoid per label); linked into
+            the model by the CLI.
     """
 
     class_names: list[str] = []
@@ -190,6 +191,8 @@ class SegmentationDataModule(L.LightningDataModule):
         if isinstance(dataset, FileDataset):
             dataset.exif_orientation = self.exif_orientation
             dataset.bands = getattr(self, "bands", None)
+        if self.task == "multilabel":
+            dataset.num_labels = self.num_classes  # masks (L, H, W), unlabelled too
         return dataset
 
     def image_folder(self, folder: str, transform: Any) -> ImageFolderDataset:

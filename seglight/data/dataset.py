@@ -16,13 +16,15 @@ from seglight.data.images import check_same_size, decode_image
 from seglight.data.io import LabelMap, read_mask_values
 from seglight.data.sampling import SampleKey
 from seglight.data.transforms import seed_pipeline
+from seglight.errors import DataError
 
 
 @dataclass
 class Sample:
-    """A decoded sample: image (H, W, 3) RGB, uint8 or float32 in [0, 1] (see
-    seglight.data.images), mask (H, W) uint8 class ids (None when the split has no labels, e.g.
-    prediction on new images), and a name for output files."""
+    """A decoded sample: image (H, W, C), uint8 or float32 in [0, 1] (see
+    seglight.data.images), mask (H, W) uint8 class ids, or for multi-label data (H, W, L) uint8
+    0/1 per label (None when the split has no labels, e.g. prediction on new images; 255 =
+    ignore_index where unlabelled), and a name for output files."""
 
     image: np.ndarray
     mask: np.ndarray | None
@@ -32,13 +34,15 @@ class Sample:
 class SegmentationDataset(Dataset):
     """Base of every dataset: subclasses implement `__len__` and `load(index) -> Sample`.
 
-    __getitem__ returns {"image": (3, H, W) float32, "mask": (H, W) int64 (all ignore_index
-    when unlabelled), "name": str, "size": (2,) int64 = (H, W) after transforms}.
+    __getitem__ returns {"image": (C, H, W) float32, "mask": (H, W) int64, or (L, H, W) int64
+    when `num_labels` is set (multi-label: 0/1 per label), all ignore_index when unlabelled,
+    "name": str, "size": (2,) int64 = (H, W) after transforms}.
     """
 
     def __init__(self, transform: A.Compose, ignore_index: int = 255) -> None:
         self.transform = transform
         self.ignore_index = ignore_index
+        self.num_labels: int | None = None  # multi-label data: L, masks (H, W, L); else None
 
     def load(self, index: int) -> Sample:
         raise NotImplementedError
@@ -60,17 +64,30 @@ class SegmentationDataset(Dataset):
     def _get(self, index: int) -> dict:
         sample = self.load(index)
         mask = sample.mask
+        labels = () if self.num_labels is None else (self.num_labels,)
         if mask is None:
-            mask = np.full(sample.image.shape[:2], self.ignore_index, dtype=np.uint8)
+            mask = np.full((*sample.image.shape[:2], *labels), self.ignore_index, dtype=np.uint8)
+        elif mask.shape[2:] != labels:
+            raise DataError(_mask_shape_error(sample.name, mask.shape, labels))
+        # albumentations resamples an (H, W, L) mask channel by channel, like the image
         out = self.transform(image=sample.image, mask=mask)
         image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
-        mask = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
+        mask = torch.from_numpy(np.ascontiguousarray(np.moveaxis(out["mask"], -1, 0)
+                                                      if labels else out["mask"])).long()
         return {
             "image": image.float(),
             "mask": mask,
             "name": sample.name,
-            "size": torch.tensor(mask.shape, dtype=torch.long),
+            "size": torch.tensor(mask.shape[-2:], dtype=torch.long),
         }
+
+
+def _mask_shape_error(name: str, shape: tuple[int, ...], labels: tuple[int, ...]) -> str:
+    if labels:
+        return (f"{name}: mask of shape {shape} for data.task: multilabel, which needs "
+                f"(H, W, {labels[0]}): one 0/1 channel per class")  # fmt: skip
+    return (f"{name}: mask of shape {shape} has a channel per label, but data.task is not "
+            f"multilabel: set data.task: multilabel, or give one class id per pixel")  # fmt: skip
 
 
 class FileDataset(SegmentationDataset):

@@ -7,7 +7,10 @@ striped or speckled textures, while the background (a colour gradient, thin line
 noise) takes any colour, so a model must use extent and borders too. Objects overlap. The band
 of `border_ignore` pixels on each side of every object border is labelled ignore_index, as
 PASCAL VOC labels its boundaries. With `task: binary` the classes are background and "shape":
-every object is foreground, the same images and ignore bands.
+every object is foreground, the same images and ignore bands. With `task: multilabel` the labels
+are the four shapes, objects are drawn translucent (alpha OVERLAP_ALPHA) instead of occluding,
+so where two overlap the pixel carries both labels and shows both colours; each label's mask has
+its own ignore band along its own borders.
 """
 
 import cv2
@@ -23,6 +26,8 @@ CLASS_HUES = [0, 0, 90, 180, 270]  # degrees; index 0 (background) unused
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25]]
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
 BINARY_NAMES = ["background", "shape"]
+MULTILABEL_NAMES = CLASS_NAMES[1:]  # one label per shape; no background label
+OVERLAP_ALPHA = 0.6  # opacity of a multi-label object over what lies beneath
 # Extra bands (extra_bands > 0): the level of each class's objects (background: noise).
 BAND_LEVELS = [0.0, 0.15, 0.38, 0.62, 0.85]
 
@@ -93,8 +98,10 @@ def generate(
     border: int,
     ignore_index: int = 255,
     extra_bands: int = 0,
+    multilabel: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (image, mask (size, size) uint8) pair: image (size, size, 3) uint8, or with
+    """One (image, mask (size, size) uint8) pair (`multilabel`: mask (size, size, 4), 0/1 per
+    shape, objects translucent instead of occluding): image (size, size, 3) uint8, or with
     `extra_bands` (size, size, 3 + extra_bands) float32 in [0, 1], where each extra band holds a
     class-specific level inside objects (plus noise) and uniform noise elsewhere, and the
     objects' colours no longer follow their class: the extra bands carry the class."""
@@ -113,6 +120,7 @@ def generate(
         else:
             cv2.circle(image, tuple(map(int, p)), int(rng.integers(1, 3)), colour, -1)
     mask = np.zeros((size, size), np.uint8)
+    layers = np.zeros((size, size, len(MULTILABEL_NAMES)), np.uint8)  # multilabel: 0/1 per shape
     for _ in range(rng.integers(min_objects, max_objects + 1)):
         cls = int(rng.integers(1, len(CLASS_NAMES)))
         r = rng.uniform(0.1, 0.24) * size
@@ -121,11 +129,18 @@ def generate(
         cv2.fillPoly(shape, [_polygon(CLASS_NAMES[cls], cx, cy, r, rng.uniform(0, 2 * np.pi))], 1)
         inside = shape.astype(bool)
         hue_of = cls if not extra_bands else int(rng.integers(1, len(CLASS_NAMES)))
-        image[inside] = _texture(rng, size, size, _class_colour(rng, hue_of))[inside]
+        fill = _texture(rng, size, size, _class_colour(rng, hue_of))[inside]
+        if multilabel:  # translucent: an overlap shows (and carries) both shapes
+            image[inside] = OVERLAP_ALPHA * fill + (1 - OVERLAP_ALPHA) * image[inside]
+            layers[inside, cls - 1] = 1
+        else:
+            image[inside] = fill
         mask[inside] = cls  # later objects occlude earlier ones
     image = cv2.GaussianBlur(image, (3, 3), 0.6)
     image = np.clip(image + rng.normal(0, noise, image.shape), 0, 255).astype(np.uint8)
-    if border > 0:  # pixels within `border` of a label change
+    if multilabel:
+        mask = layers
+    if border > 0:  # pixels within `border` of a label change (per label: of its own mask)
         kernel = np.ones((2 * border + 1, 2 * border + 1), np.uint8)
         edge = cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)
         mask[edge] = ignore_index
@@ -169,6 +184,8 @@ class SyntheticDataset(SegmentationDataset):
         super().__init__(transform, ignore_index)
         self.split, self.length, self.seed, self.options = split, length, seed, options
         self.binary = binary  # every object class -> 1 (foreground); ignore stays
+        self.multilabel = bool(options.get("multilabel"))
+        self.num_labels = len(MULTILABEL_NAMES) if self.multilabel else None
         self.bands: list[int] | None = None  # channels kept, in order; None = all
 
     def __len__(self) -> int:
@@ -188,7 +205,8 @@ class SyntheticDataset(SegmentationDataset):
 
 class SyntheticDataModule(SegmentationDataModule):
     """Generated shapes (circle, square, triangle, cross) on cluttered backgrounds; with
-    `task: binary`, shape vs background.
+    `task: binary`, shape vs background; with `task: multilabel`, one label per shape, the
+    shapes translucent so that they overlap.
 
     Args:
         image_size: height and width of every image, in pixels.
@@ -269,6 +287,12 @@ class SyntheticDataModule(SegmentationDataModule):
             )
         if self.task == "binary":
             self.class_names, self.palette = BINARY_NAMES, PALETTE[:2]
+        if self.task == "multilabel":
+            if extra_bands:
+                raise ConfigError("data.extra_bands: the multilabel variant has RGB images only; "
+                                  "set data.extra_bands: 0")  # fmt: skip
+            self.class_names, self.palette = MULTILABEL_NAMES, PALETTE[1:]
+            self.options["multilabel"] = True
 
     @property
     def in_channels(self) -> int:
