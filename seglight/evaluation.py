@@ -167,8 +167,8 @@ def predict_logits(
     "logits-like": softmax gives the averaged probabilities back, argmax is their argmax, and
     cross-entropy on it is the NLL of the averaged probabilities. Within a view, overlapping
     windows average logits (as mmsegmentation and nnU-Net do). activation "sigmoid" (binary,
-    multilabel: K independent probabilities): the mean of the views' sigmoid probabilities, returned as its
-    logit log(p / (1 - p)), so sigmoid gives the averaged probability back.
+    multilabel: K independent probabilities): the mean of the views' sigmoid probabilities,
+    returned as its logit log(p / (1 - p)), so sigmoid gives the averaged probability back.
     """
     h, w = images.shape[-2:]
     views = [

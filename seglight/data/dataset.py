@@ -72,8 +72,9 @@ class SegmentationDataset(Dataset):
         # albumentations resamples an (H, W, L) mask channel by channel, like the image
         out = self.transform(image=sample.image, mask=mask)
         image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
-        mask = torch.from_numpy(np.ascontiguousarray(np.moveaxis(out["mask"], -1, 0)
-                                                      if labels else out["mask"])).long()
+        mask = torch.from_numpy(
+            np.ascontiguousarray(np.moveaxis(out["mask"], -1, 0) if labels else out["mask"])
+        ).long()
         return {
             "image": image.float(),
             "mask": mask,
