@@ -6,7 +6,8 @@ Batches are dicts: "image" float (B, C, H, W), "mask" long (B, H, W) (multilabel
 0/1 per label) with ignore_index where unlabelled. The module is built from one hook per
 concern, so a subclass changes one thing: `configure_models` (self.net), `configure_losses`
 (self.criterion), `configure_metrics` (self.val_metrics, self.test_metrics, the evaluation-
-loss means); a step is `shared_step` -> `compute_loss`. Select a subclass with `--model path.to.MyModule`.
+loss means); a step is `shared_step` -> `compute_loss`. Select a subclass with
+`--model path.to.MyModule`.
 """
 
 from pathlib import Path
