@@ -120,6 +120,9 @@ def format_report(report: dict) -> str:
         f"{report['num_problems']} problem(s)",
         "",
     ]
+    multilabel = report.get("task") == "multilabel"
+    if multilabel:
+        lines.append("multilabel: pixels % = positive share of each label's labelled pixels")
     width = max([len("class")] + [len(row["name"]) for row in report["classes"]])
     lines.append(f"{'id':>3}  {'class':<{width}}  {'pixels %':>8}  {'images':>7}  {'weight':>7}")
     for row in report["classes"]:
@@ -130,9 +133,12 @@ def format_report(report: dict) -> str:
         )
     lines.append(
         f"ignored pixels ({report['ignore_index']}): {100 * report['ignored_fraction']:.2f}% "
-        f"of {report['mask_pixels']} mask pixels"
+        f"of {report['mask_pixels']} mask {'pixel-label entries' if multilabel else 'pixels'}"
     )
-    if report["class_weights"] is None:
+    if multilabel:
+        lines.append("weights: no suggestion for multilabel (median frequency balancing assumes "
+                     "one class per pixel)")  # fmt: skip
+    elif report["class_weights"] is None:
         absent = ", ".join(report["absent_classes"])
         lines.append(f"weights: no suggestion while classes have no pixel ({absent})")
     else:

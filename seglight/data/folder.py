@@ -13,6 +13,12 @@ one) are found with `mask_suffix: _mask`. Classes come from the config or a YAML
     classes: [background, road, car]
     classes_file: classes.yaml   # or: [background, road] / [{name: road, color: [128, 64, 128]}]
 
+With `task: multilabel` each class is a label with its own 0/1 mask, stored either as one
+binary mask per label, masks/<label>/<name>.png (a folder per class name), or as one
+multi-channel file per image, masks/<name>.tif|.npy of (H, W, L) or (L, H, W); the layout is
+detected (seglight.data.folder_multilabel). 0 = absent, 1 = present, 255 = unlabelled; 0/255
+files need `mask_map: {0: 0, 255: 1}`.
+
 Splits come from list files of stems or a seeded random validation fraction. When `fit` starts
 the training and validation masks are decoded once (no images) to check that every class occurs,
 and so are the evaluation masks at `validate` and `test` (warnings only): see `label_check`.
@@ -35,6 +41,12 @@ from seglight.data.folder_labels import (
     label_map_of,
     load_classes,
     stored_value_counts,
+)
+from seglight.data.folder_multilabel import (
+    MultilabelFileDataset,
+    label_counts,
+    missing_labels,
+    multilabel_pairs,
 )
 from seglight.data.images import decode_image
 from seglight.data.io import IMAGE_EXTENSIONS, missing_classes
@@ -60,6 +72,7 @@ class FolderDataModule(SegmentationDataModule):
         mask_format: "index" (pixel value = class id) or "rgb" (pixel colour = class colour).
         mask_map: stored mask value -> class index (or ignore_index) for index masks, e.g.
             {0: 0, 255: 1} for 0/255 binary masks; other values are errors; null = identity.
+            task multilabel: stored value -> 0/1 (or ignore_index) of each label's mask.
         ignore_index: mask value (index masks) of unlabelled pixels.
         ignore_color: colour of unlabelled pixels in rgb masks, e.g. [255, 255, 255].
         image_dir: sub-folder of the images.
@@ -76,7 +89,8 @@ class FolderDataModule(SegmentationDataModule):
         scale_range: range of the random rescale before cropping (with crop_size).
         label_check: at the start of fit, a class absent from every training mask, or masks
             holding only 0 and ignore_index, is an "error", a "warn"ing, or not checked ("off");
-            in val/test masks (at fit, validate, test), a warning unless "off".
+            in val/test masks (at fit, validate, test), a warning unless "off". multilabel: a
+            label without a positive pixel, or holding only 0 and ignore_index.
         bands: 0-based channels of each image to keep, in this order, e.g. [3, 2, 1, 7] of a
             multi-band TIFF or [2, 1, 0] (BGR) of an RGB image; null = all (RGB images: 3).
             mean/std need one value per kept channel.
@@ -144,7 +158,14 @@ class FolderDataModule(SegmentationDataModule):
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.crop_size = tuple(crop_size) if crop_size else None
         self.scale_range = tuple(scale_range)
-        self.label_map = label_map_of(mask_map, len(names), ignore_index, mask_format)
+        multilabel = kwargs.get("task") == "multilabel"  # self.task: set by super().__init__
+        if multilabel and mask_format == "rgb":
+            raise ConfigError(
+                "data.mask_format: rgb masks hold one class per pixel; data.task: multilabel "
+                "reads 0/1 masks (mask_format: index)"
+            )
+        targets = 2 if multilabel else len(names)  # multilabel: each label's mask is 0/1
+        self.label_map = label_map_of(mask_map, targets, ignore_index, mask_format)
         super().__init__(**kwargs)
 
     @property
@@ -184,6 +205,10 @@ class FolderDataModule(SegmentationDataModule):
         pairs = self.find_pairs()
         stems = self.split_stems(split, sorted(pairs))
         palette = self.palette if self.mask_format == "rgb" else None
+        if self.task == "multilabel":
+            return MultilabelFileDataset([pairs[s] for s in stems], self.label_map, transform,
+                                         bands=self.bands, channels=self.in_channels,
+                                         num_labels=len(self.class_names))  # fmt: skip
         return BandFileDataset([pairs[s] for s in stems], self.label_map, transform,
                                palette=palette, ignore_colour=self.ignore_color,
                                bands=self.bands, channels=self.in_channels)  # fmt: skip
@@ -212,6 +237,10 @@ class FolderDataModule(SegmentationDataModule):
         same = image_dir.resolve() == mask_dir.resolve()
         # In a shared folder, files named <stem><suffix>.<ext> are masks, never images.
         images, _ = _by_stem(image_dir, IMAGE_EXTENSIONS, suffix if same else "", strip=False)
+        if self.task == "multilabel":  # a folder per label, or a multi-channel file per image
+            if not images:
+                raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+            return multilabel_pairs(images, image_dir, mask_dir, self.class_names, suffix)
         masks, strays = _by_stem(mask_dir, MASK_EXTENSIONS, suffix)  # strays: no suffix
         strays = [] if same else strays  # there, they are the images
         lonely = [images.get(s) or masks[s] for s in sorted(set(images) ^ set(masks))] + strays
@@ -237,16 +266,21 @@ class FolderDataModule(SegmentationDataModule):
 
     def check_labels(self, splits: Sequence[Split] = ("train", "val")) -> None:
         """Decode the masks (not the images) of `splits` once, on threads, and check that every
-        class occurs: a class absent from all training masks, or training masks holding only
-        0 and ignore_index (0/255 binary masks), raise DataError ("warn": a warning); in an
-        evaluation split (which may lack a rare class) either is a warning."""
+        class occurs (multilabel: has a positive pixel): a class absent from all training masks,
+        or training masks holding only 0 and ignore_index (0/255 binary masks), raise DataError
+        ("warn": a warning); in an evaluation split (which may lack a rare class) either is a
+        warning."""
         for split in splits:
             dataset = self.datasets.get(split)
             if dataset is None:
                 dataset = self.build_dataset(split, self.pipelines["eval"])
-            stored = stored_value_counts(dataset)
             where = f"data: the {len(dataset)} {split} masks"
-            found = missing_classes(stored, self.label_map, self.class_names, where)
+            if self.task == "multilabel":
+                found = missing_labels(label_counts(dataset), self.label_map, self.class_names,
+                                       where)  # fmt: skip
+            else:
+                stored = stored_value_counts(dataset)
+                found = missing_classes(stored, self.label_map, self.class_names, where)
             if found is None:
                 continue
             kind, message = found

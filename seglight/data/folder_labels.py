@@ -11,7 +11,7 @@ import yaml
 
 from seglight.data.base import default_num_workers
 from seglight.data.dataset import FileDataset, Sample
-from seglight.data.images import check_same_size, decode_image
+from seglight.data.images import DecodedImage, check_same_size, decode_image
 from seglight.data.io import LabelMap, read_mask_values
 from seglight.errors import ConfigError, DataError
 
@@ -108,8 +108,8 @@ class BandFileDataset(FileDataset):
         super().__init__(*args, **kwargs)
         self.bands, self.channels = bands, channels
 
-    def load(self, index: int) -> Sample:
-        image_path, mask_path = self.pairs[index]
+    def read_image(self, image_path: Path) -> DecodedImage:
+        """The image's `bands` (pixels (H, W, C)), checked to give `channels` channels."""
         decoded = decode_image(image_path, self.exif_orientation, self.bands)
         found = decoded.pixels.shape[2]
         if self.channels is not None and found != self.channels:
@@ -117,6 +117,11 @@ class BandFileDataset(FileDataset):
                 f"{image_path}: gives {found} channels{' (data.bands)' * bool(self.bands)}, "
                 f"the first training image {self.channels}: all images need the same bands"
             )
+        return decoded
+
+    def load(self, index: int) -> Sample:
+        image_path, mask_path = self.pairs[index]
+        decoded = self.read_image(image_path)
         mask = None
         if mask_path is not None:
             mask = self.read_mask(mask_path)

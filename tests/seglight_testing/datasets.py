@@ -195,3 +195,53 @@ SMALL = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]
+
+
+def make_multilabel_folder(
+    root,
+    layout="folders",
+    n=6,
+    size=32,
+    labels=("a", "b", "c"),
+    ext=".png",
+    zero_255=False,
+    channels_first=False,
+    seed=0,
+) -> dict[str, np.ndarray]:
+    """images/<stem>.png with multi-label masks; returns stem -> expected (H, W, L) uint8 0/1
+    (255 = unlabelled: a corner of label 0). layout "folders": masks/<label>/<stem><ext>, grey
+    8-bit; "stack": masks/<stem><ext> (.tif or .npy) of (H, W, L), or (L, H, W) when
+    `channels_first`. `zero_255`: positives stored as 255 (the corner then stays 0)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    masks = root / "masks"
+    for label in labels if layout == "folders" else ():
+        (masks / label).mkdir(parents=True)
+    masks.mkdir(exist_ok=True)
+    expected = {}
+    for i in range(n):
+        stem = f"img_{i:02d}"
+        image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        mask = np.zeros((size, size, len(labels)), np.uint8)
+        for k in range(len(labels)):  # one overlapping square per label, in every image
+            side = int(rng.integers(size // 4, size // 2))
+            y, x = rng.integers(0, size - side, 2)
+            mask[y : y + side, x : x + side, k] = 1
+            image[y : y + side, x : x + side, k % 3] = 220
+        if not zero_255:
+            mask[:4, :4, 0] = 255  # unlabelled
+        Image.fromarray(image).save(root / "images" / f"{stem}.png")
+        stored = mask * 255 if zero_255 else mask
+        if layout == "folders":
+            for k, label in enumerate(labels):
+                Image.fromarray(stored[..., k], mode="L").save(masks / label / f"{stem}{ext}")
+        else:
+            array = np.moveaxis(stored, -1, 0) if channels_first else stored
+            if ext == ".npy":
+                np.save(masks / f"{stem}.npy", array)
+            else:
+                import tifffile
+
+                tifffile.imwrite(masks / f"{stem}{ext}", array, photometric="minisblack")
+        expected[stem] = mask
+    return expected
