@@ -57,8 +57,8 @@ def multilabel_pairs(
             f"image is data.task: multiclass)"
         )
     stacks = _by_stem(mask_dir, STACK_EXTENSIONS, suffix, loose)
-    return _matched(images, image_dir, {s: p for s, p in stacks.items()},
-                    f"{mask_dir}/<name>{suffix}.tif (or .tiff, .npy)")  # fmt: skip
+    expected = f"{mask_dir}/<name>{suffix}.tif (or .tiff, .npy)"
+    return _matched(images, image_dir, stacks, expected)
 
 
 def _per_label_pairs(images, image_dir, mask_dir, subdirs, labels, suffix):
@@ -145,7 +145,7 @@ def stored_labels(
             f"{masks}: multi-channel mask of shape {shape}; data.task: multilabel needs "
             f"(H, W, {n}) or ({n}, H, W): one 0/1 channel per class of data.classes"
         )
-    if shape[0] == n and (shape[2] != n or image_hw() == shape[1:]):  # else channels-last
+    if shape[0] == n and (shape[2] != n or shape[1:] == image_hw() != shape[:2]):  # else HWL
         array = np.moveaxis(array, 0, -1)
     return [(masks, _as_values(array, masks))]
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from seglight.cli import main
 from seglight.data.folder import FolderDataModule
+from seglight.data.synthetic import SyntheticDataModule
 
 from seglight_testing import ROOT, one_error_line
 from seglight_testing.datasets import make_multilabel_folder
@@ -76,8 +77,9 @@ def test_bool_and_integer_valued_arrays_and_an_ambiguous_axis(tmp_path):
     np.save(masks / "img_01.npy", np.load(masks / "img_01.npy").astype(np.float32))
     found = read_all(module(tmp_path, val_fraction=0.5))
     np.testing.assert_array_equal(found["img_00"], (truth == 1).astype(np.uint8))
-    # (3, 8, 3) fits (H, W, L) of a 3 x 8 image and (L, H, W) of an 8 x 3 one: the image decides.
-    for h, w in ((8, 3), (3, 8)):
+    # (3, 8, 3) fits (H, W, L) of a 3 x 8 image and (L, H, W) of an 8 x 3 one: the image decides
+    # (a 3 x 3 image, either: channels-last).
+    for h, w in ((8, 3), (3, 8), (3, 3)):
         root = tmp_path / f"{h}x{w}"
         (root / "images").mkdir(parents=True)
         (root / "masks").mkdir()
@@ -134,6 +136,9 @@ def test_stack_layout_mistakes_are_one_line(in_tmp, capsys):
     assert "img_01.npy: multi-channel mask of shape (32, 32, 2)" in fit_error(capsys)
     np.save(masks / "img_01.npy", np.full((32, 32, 3), 0.5, np.float32))
     assert "img_01.npy: mask values [0.5]" in fit_error(capsys)
+    np.save(masks / "img_01.npy", np.zeros((3, 16, 32), np.uint8))  # (L, H, W): 16 rows
+    line = fit_error(capsys, "--data.label_check=off")
+    assert "sizes differ" in line and "masks/img_01.npy is 32x16" in line
     np.save(masks / "img_01.npy", np.zeros((3, 32, 32), np.uint8))
     (masks / "extra.npy").write_bytes((masks / "img_01.npy").read_bytes())
     assert "1 masks have no image" in fit_error(capsys)
@@ -205,3 +210,17 @@ def test_audit_reports_an_all_ignored_label_and_a_bad_file(in_tmp, capsys):
     assert str(bad).endswith(next(p["file"] for p in report["problems"] if p["file"]))
     assert "b: all 255 (unlabelled)" in problems["absent_class"]
     assert report["classes"][1]["pixels"] == 0 and report["absent_classes"] == ["b"]
+
+
+def test_audit_of_the_synthetic_multilabel_data(in_tmp, capsys):
+    recipe = str(ROOT / "configs" / "multilabel.yaml")
+    with pytest.raises(SystemExit) as exit_:
+        main(["audit", "--config", recipe, "--data.train_size=3", "--data.image_size=32"])
+    assert exit_.value.code == 0, capsys.readouterr()
+    report = json.loads((in_tmp / "audit_train.json").read_text())
+    data = SyntheticDataModule(task="multilabel", train_size=3, image_size=32)
+    dataset = data.prepared_dataset("train", data.pipelines["eval"])
+    masks = np.stack([dataset.load(i).mask for i in range(3)])  # (3, H, W, 4)
+    assert report["task"] == "multilabel"
+    assert [r["pixels"] for r in report["classes"]] == (masks == 1).sum(axis=(0, 1, 2)).tolist()
+    assert report["ignored_pixels"] == int((masks == 255).sum())
