@@ -64,22 +64,43 @@ def denormalize(images: torch.Tensor, mean, std, rgb_bands=None) -> np.ndarray:
 
 def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float) -> np.ndarray:
     """(H, W, 3) uint8: palette colour (K, 3) of each labelled pixel of mask (H, W) blended over
-    the image with opacity alpha; ignore (and any id beyond the palette) left as the image."""
-    labelled = (mask >= 0) & (mask < len(palette))
-    colours = palette[np.where(labelled, mask, 0)].astype(np.float32)  # (H, W, 3)
+    the image with opacity alpha; ignore (and any id beyond the palette) left as the image.
+    A multi-label mask (L, H, W) of 0/1 per label: a pixel takes the mean colour of the labels
+    it carries; pixels with none (or only ignored ones) are left as the image."""
+    if mask.ndim == 3:
+        labelled, colours = _label_colours(mask, palette)
+    else:
+        labelled = (mask >= 0) & (mask < len(palette))
+        colours = palette[np.where(labelled, mask, 0)].astype(np.float32)  # (H, W, 3)
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
     return np.where(labelled[..., None], blended.round(), image).astype(np.uint8)
+
+
+def _label_colours(mask: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(carries any label (H, W) bool, mean colour of its labels (H, W, 3) float32) for a
+    multi-label mask (L, H, W): 1 = carries the label, 0 or ignore = not drawn."""
+    on = (mask == 1).astype(np.float32)  # (L, H, W)
+    count = on.sum(0)  # (H, W)
+    colours = np.einsum("lhw,lc->hwc", on, palette[: len(mask)].astype(np.float32))
+    return count > 0, colours / np.maximum(count, 1)[..., None]
+
+
+def present(mask: np.ndarray, num_classes: int) -> set[int]:
+    """Classes shown by a mask: its values (H, W), or the labels with a 1 in a multi-label
+    mask (L, H, W)."""
+    if mask.ndim == 3:
+        return {int(i) for i in np.flatnonzero((mask == 1).any(axis=(1, 2)))}
+    return {int(c) for c in np.unique(mask)} & set(range(num_classes))
 
 
 def draw_grid(rows: list[dict], palette: np.ndarray, names: list[str], alpha: float) -> Image.Image:
     """One row per image: image | ground truth overlay | prediction overlay, tiles of the largest
     image's size (GAP px apart, top-left aligned); then one legend line per class that appears
-    in any shown mask or prediction."""
+    in any shown mask or prediction. Masks: (H, W) class ids or (L, H, W) 0/1 per label."""
     cell_h = max(r["image"].shape[0] for r in rows)
     cell_w = max(r["image"].shape[1] for r in rows)
     shown = sorted(
-        {int(c) for r in rows for m in (r["mask"], r["pred"]) for c in np.unique(m)}
-        & set(range(len(names)))
+        set().union(*(present(m, len(names)) for r in rows for m in (r["mask"], r["pred"])))
     )
     legend_w = 16 + 6 * max((len(names[c]) for c in shown), default=0)
     width = max(3 * cell_w + 2 * GAP, legend_w)

@@ -15,16 +15,10 @@ from seglight.cli import main
 from seglight.deployment import build_metadata
 from seglight.evaluation import EvalProtocol, predict_logits
 
-from seglight_testing import ROOT, one_error_line
+from seglight_testing import ROOT, SHRINK, one_error_line
 from seglight_testing.datasets import make_binary
 
 BINARY = str(ROOT / "configs" / "binary.yaml")
-SHRINK = [
-    "--data.image_size=32", "--data.train_size=16", "--data.val_size=4", "--data.test_size=4",
-    "--data.predict_size=2", "--data.batch_size=4", "--data.num_workers=0",
-    "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
-    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-]  # fmt: skip
 
 
 def test_binary_recipe_fits_tests_and_reports(in_tmp):

@@ -87,7 +87,7 @@ class ValidationImages(L.Callback):
         rows = []
         for index in pick_indices(len(dataset), self.num_images):
             sample = dataset[index]
-            pred = _predict(pl_module, sample["image"])  # (H, W) int64
+            pred = _predict(pl_module, sample["image"])  # (H, W) int64; multilabel (L, H, W)
             image = denormalize(sample["image"], mean, std, getattr(dm, "rgb_bands", None))
             rows.append(self._scaled(image, sample["mask"].numpy(), pred, sample.get("name")))
         grid = draw_grid(rows, palette, names, self.alpha)
@@ -98,13 +98,12 @@ class ValidationImages(L.Callback):
 
     def _scaled(self, image: np.ndarray, mask: np.ndarray, pred: np.ndarray, name: Any) -> dict:
         """Image, mask and prediction at the tile's size (longest side <= max_size)."""
-        h, w = mask.shape
+        h, w = mask.shape[-2:]  # masks (H, W), or (L, H, W) for multi-label data
         scale = min(1.0, self.max_size / max(h, w))
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-            mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.NEAREST))
-            pred = np.asarray(Image.fromarray(pred.astype(np.uint8)).resize(size, Image.NEAREST))
+            mask, pred = _resized(mask, size), _resized(pred, size)
         return {"image": image, "mask": mask.astype(np.int64), "pred": pred.astype(np.int64),
                 "name": str(name) if name is not None else ""}  # fmt: skip
 
@@ -114,16 +113,8 @@ class ValidationImages(L.Callback):
             if isinstance(logger, WandbLogger):
                 import wandb
 
-                labels = {i: n for i, n in enumerate(names)} | {IGNORE: "ignore"}
                 images = [
-                    wandb.Image(
-                        row["image"],
-                        caption=row["name"],
-                        masks={
-                            "ground_truth": {"mask_data": row["mask"], "class_labels": labels},
-                            "prediction": {"mask_data": row["pred"], "class_labels": labels},
-                        },
-                    )
+                    wandb.Image(row["image"], caption=row["name"], masks=_wandb_masks(row, names))
                     for row in rows
                 ]
                 logger.log_metrics({"val/predictions": images, "epoch": epoch}, step=step)
@@ -131,6 +122,32 @@ class ValidationImages(L.Callback):
                 logger.experiment.add_image(
                     "val/predictions", np.asarray(grid), step, dataformats="HWC"
                 )
+
+
+def _resized(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of (H, W) or (L, H, W) (each label alone) to size (w, h)."""
+    if mask.ndim == 3:
+        return np.stack([_resized(m, size) for m in mask])
+    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.NEAREST))
+
+
+def _wandb_masks(row: dict, names: list[str]) -> dict:
+    """W&B's interactive masks (each an (H, W) id map): one per kind, or for multi-label data
+    one per kind and label (1 = the label, 0 = not, ignore = ignore)."""
+    if row["mask"].ndim == 2:
+        labels = {i: n for i, n in enumerate(names)} | {IGNORE: "ignore"}
+        return {
+            "ground_truth": {"mask_data": row["mask"], "class_labels": labels},
+            "prediction": {"mask_data": row["pred"], "class_labels": labels},
+        }
+    return {
+        f"{kind}/{name}": {
+            "mask_data": row[key][i],
+            "class_labels": {0: f"not {name}", 1: name, IGNORE: "ignore"},
+        }
+        for key, kind in (("mask", "ground_truth"), ("pred", "prediction"))
+        for i, name in enumerate(names)
+    }
 
 
 def pick_indices(length: int, count: int) -> list[int]:
@@ -151,13 +168,13 @@ def _val_dataset(trainer: L.Trainer):
 
 @torch.no_grad()
 def _predict(pl_module: L.LightningModule, image: torch.Tensor) -> np.ndarray:
-    """Class ids (H, W) for one normalized image (3, H, W), in eval mode; training mode is
-    restored after (the callback may run in the middle of fit)."""
+    """Class ids (H, W) (multilabel: (L, H, W) 0/1) for one normalized image (C, H, W), in
+    eval mode; training mode is restored after (the callback may run in the middle of fit)."""
     was_training = pl_module.training
     pl_module.eval()
     try:
         batch = image[None].to(pl_module.device, pl_module.dtype)  # (1, 3, H, W)
         logits = pl_module.evaluation_logits(batch)  # (1, C, H, W)
-        return pl_module.predict_masks(logits)[0].cpu().numpy()  # (H, W) class ids
+        return pl_module.predict_masks(logits)[0].cpu().numpy()  # (H, W) or (L, H, W)
     finally:
         pl_module.train(was_training)

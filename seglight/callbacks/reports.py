@@ -10,11 +10,21 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from seglight.render import confusion_image
 
+HEADERS = {"IoU": "IoU", "acc": "Acc", "F1": "F1", "precision": "Prec", "recall": "Recall"}
+# The macro mean of a per-class column as the metric computed it (else the column's nanmean).
+MEANS = {"IoU": "mIoU", "acc": "mAcc", "F1": "mF1"}
+
+
+def report_columns(pl_module: L.LightningModule) -> tuple[str, ...]:
+    """The per-class numbers of the module's task (seglight.tasks): IoU and acc for multiclass
+    and binary, IoU, F1, precision and recall per label for multilabel."""
+    return tuple(getattr(getattr(pl_module, "spec", None), "per_class", ("IoU", "acc")))
+
 
 class ClassReport(L.Callback):
-    """Print IoU and accuracy per class after `test` and `validate` (not during fit); after
-    `test`, also write test_report.json, test_report.csv and test_confusion.png (rows = ground
-    truth, normalized per row) into the run's log dir."""
+    """Print the per-class (multilabel: per-label) table after `test` and `validate` (not during
+    fit); after `test`, also write test_report.json, test_report.csv and, for one class per
+    pixel, test_confusion.png (rows = ground truth, normalized per row) into the run's log dir."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._print(pl_module, "test")
@@ -27,24 +37,30 @@ class ClassReport(L.Callback):
         if result is None:
             return
         folder.mkdir(parents=True, exist_ok=True)
-        report = build_report(pl_module.class_names, result)
+        spec = getattr(pl_module, "spec", None)
+        summary = ("mIoU", "mAcc", "pixel_acc", *(() if spec is None else spec.logged))
+        if spec is not None:
+            summary = (spec.headline, *summary)
+        columns = report_columns(pl_module)
+        report = build_report(pl_module.class_names, result, columns, summary)
         report["checkpoint"] = str(trainer.ckpt_path) if trainer.ckpt_path else None
         report["protocol"] = getattr(pl_module, "protocol_description", "whole")
         report["task"] = getattr(pl_module, "task", "multiclass")
-        if report["task"] == "binary":  # the decision threshold and the foreground's numbers
+        if report["task"] != "multiclass":  # the decision threshold of the sigmoid tasks
             report["threshold"] = pl_module.threshold
-            for key in ("fg_IoU", "fg_dice", "fg_precision", "fg_recall", "mIoU_2class"):
-                report[key] = json_number(result[key])
         (folder / "test_report.json").write_text(json.dumps(report, indent=2))
         with open(folder / "test_report.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["class", "IoU", "acc", "pixels"])
+            writer.writerow(["class", *columns, "pixels"])
             for row in report["classes"]:
-                writer.writerow([row["name"], row["IoU"], row["acc"], row["pixels"]])
-        confusion_image(result["confmat"], pl_module.class_names).save(
-            folder / "test_confusion.png"
-        )
-        print(f"test report: {folder}/test_report.json, .csv, test_confusion.png")
+                writer.writerow([row["name"], *(row[c] for c in columns), row["pixels"]])
+        files = "test_report.json, .csv"
+        if "confmat" in result:  # independent labels have per-label counts instead
+            confusion_image(result["confmat"], pl_module.class_names).save(
+                folder / "test_confusion.png"
+            )
+            files += ", test_confusion.png"
+        print(f"test report: {folder}: {files}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
@@ -55,24 +71,39 @@ class ClassReport(L.Callback):
         result = getattr(pl_module, "last_metrics", {}).get(stage)
         if result is None:
             return
-        print(format_class_table(pl_module.class_names, result, title=f"{stage} per class"))
+        columns = report_columns(pl_module)
+        what = "label" if getattr(pl_module, "task", "") == "multilabel" else "class"
+        title = f"{stage} per {what}"
+        print(format_class_table(pl_module.class_names, result, title=title, columns=columns))
 
 
-def format_class_table(class_names: list[str], result: dict[str, torch.Tensor], title: str) -> str:
-    """A plain-text table: one row per class (IoU, accuracy in %), then mIoU / mAcc / pixel acc.
+def format_class_table(
+    class_names: list[str],
+    result: dict[str, torch.Tensor],
+    title: str,
+    columns: tuple[str, ...] = ("IoU", "acc"),
+) -> str:
+    """A plain-text table: one row per class with `columns` in %, then their means and the
+    pixel accuracy (multilabel: also the micro IoU and F1 over all labels).
 
-    Classes absent from both ground truth and prediction show "-" and are left out of mIoU.
+    Classes absent from both ground truth and prediction show "-" and are left out of the means.
     """
 
     def pct(x: torch.Tensor) -> str:
         return "-" if torch.isnan(x) else f"{100 * float(x):6.2f}"
 
     width = max(12, *(len(n) for n in class_names))
-    lines = [title, f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}", "-" * (width + 16)]
-    for name, iou, acc in zip(class_names, result["IoU"], result["acc"], strict=True):
-        lines.append(f"{name:<{width}}  {pct(iou)}  {pct(acc)}")
-    lines.append("-" * (width + 16))
-    lines.append(f"{'mean':<{width}}  {pct(result['mIoU'])}  {pct(result['mAcc'])}")
+    header = "  ".join(f"{HEADERS.get(c, c):>6}" for c in columns)
+    rule = "-" * (width + 8 * len(columns))
+    lines = [title, f"{'class':<{width}}  {header}", rule]
+    for i, name in enumerate(class_names):
+        lines.append(f"{name:<{width}}  " + "  ".join(pct(result[c][i]) for c in columns))
+    lines.append(rule)
+    means = [result[MEANS[c]] if MEANS.get(c) in result else result[c].nanmean() for c in columns]
+    lines.append(f"{'mean':<{width}}  " + "  ".join(pct(m) for m in means))
+    for label, key in (("micro IoU", "IoU_micro"), ("micro F1", "F1_micro")):
+        if key in result:
+            lines.append(f"{label:<{width}}  {pct(result[key])}")
     lines.append(f"{'pixel acc':<{width}}  {pct(result['pixel_acc'])}")
     return "\n".join(lines)
 
@@ -83,20 +114,26 @@ def json_number(x: torch.Tensor) -> float | None:
     return None if value != value else value
 
 
-def build_report(class_names: list[str], result: dict[str, torch.Tensor]) -> dict:
-    """The numbers of a test run, JSON-ready: means, per class IoU / acc / ground-truth pixels,
-    and the raw confusion matrix (rows = ground truth, columns = prediction)."""
-    confmat = result["confmat"]
-    pixels = confmat.sum(1).tolist()
-    return {
-        "mIoU": json_number(result["mIoU"]),
-        "mAcc": json_number(result["mAcc"]),
-        "pixel_acc": json_number(result["pixel_acc"]),
-        "classes": [
-            {"name": name, "IoU": json_number(iou), "acc": json_number(acc), "pixels": int(n)}
-            for name, iou, acc, n in zip(
-                class_names, result["IoU"], result["acc"], pixels, strict=True
-            )  # fmt: skip
-        ],
-        "confusion_matrix": confmat.tolist(),
-    }
+def build_report(
+    class_names: list[str],
+    result: dict[str, torch.Tensor],
+    columns: tuple[str, ...] = ("IoU", "acc"),
+    summary: tuple[str, ...] = ("mIoU", "mAcc", "pixel_acc"),
+) -> dict:
+    """The numbers of a test run, JSON-ready: the `summary` values (those the result has), per
+    class `columns` and ground-truth pixels ("pixels"; multilabel: the label's positive
+    pixels, with its counts tp/fp/fn/tn), and the raw confusion matrix (one class per pixel:
+    rows = ground truth, columns = prediction)."""
+    pixels = result["pixels"] if "pixels" in result else result["confmat"].sum(1)
+    counts = result.get("counts")  # (L, 4) [tp, fp, fn, tn] for multilabel
+    report: dict = {k: json_number(result[k]) for k in dict.fromkeys(summary) if k in result}
+    report["classes"] = []
+    for i, name in enumerate(class_names):
+        row = {"name": name, **{c: json_number(result[c][i]) for c in columns}}
+        row["pixels"] = int(pixels[i])
+        if counts is not None:
+            row |= dict(zip(("tp", "fp", "fn", "tn"), (int(v) for v in counts[i]), strict=True))
+        report["classes"].append(row)
+    if "confmat" in result:
+        report["confusion_matrix"] = result["confmat"].tolist()
+    return report

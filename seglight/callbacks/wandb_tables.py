@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from seglight.callbacks.reports import json_number
+from seglight.callbacks.reports import json_number, report_columns
 from seglight.render import confusion_image
 
 # W&B's table limit (wandb.Table.MAX_ROWS); a larger confusion matrix is logged as a picture.
@@ -20,7 +20,8 @@ def wandb_loggers(trainer: L.Trainer) -> list[LightningWandbLogger]:
 
 
 class WandbClassMetrics(L.Callback):
-    """With a W&B logger: `<stage>/per_class` (class, IoU, acc, pixels) and `<stage>/confusion`
+    """With a W&B logger: `<stage>/per_class` (class, IoU, acc, pixels; multilabel: label, IoU,
+    F1, precision, recall, pixels) and `<stage>/confusion`
     (W&B's confusion-matrix chart from the pixel counts; a PNG when it has more than 10000
     non-zero cells) after each validation during fit and after test. Does nothing otherwise."""
 
@@ -39,25 +40,33 @@ class WandbClassMetrics(L.Callback):
         result = getattr(pl_module, "last_metrics", {}).get(stage)
         if not loggers or result is None:
             return
-        logged = class_metrics_media(pl_module.class_names, result, stage)
+        logged = class_metrics_media(
+            pl_module.class_names, result, stage, report_columns(pl_module)
+        )
         for logger in loggers:
             logger.log_metrics(logged, step=trainer.global_step)
 
 
 def class_metrics_media(
-    class_names: list[str], result: dict[str, torch.Tensor], stage: str
+    class_names: list[str],
+    result: dict[str, torch.Tensor],
+    stage: str,
+    columns: tuple[str, ...] = ("IoU", "acc"),
 ) -> dict[str, Any]:
     """{"<stage>/per_class": wandb.Table, "<stage>/confusion": chart or wandb.Image} from the
-    module's last metrics: IoU, acc (C,), confmat (C, C) counts, rows = ground truth."""
+    module's last metrics: `columns` (C,) per class (multilabel: IoU, F1, precision, recall per
+    label, and no confusion matrix), confmat (C, C) counts, rows = ground truth."""
     import wandb
 
-    confmat = result["confmat"].long()
-    pixels = confmat.sum(1).tolist()
+    pixels = result["pixels"] if "pixels" in result else result["confmat"].sum(1)
     rows = [
-        [name, json_number(iou), json_number(acc), int(n)]
-        for name, iou, acc, n in zip(class_names, result["IoU"], result["acc"], pixels, strict=True)
+        [name, *(json_number(result[c][i]) for c in columns), int(pixels[i])]
+        for i, name in enumerate(class_names)
     ]
-    table = wandb.Table(columns=["class", "IoU", "acc", "pixels"], data=rows)
+    table = wandb.Table(columns=["class", *columns, "pixels"], data=rows)
+    if "confmat" not in result:
+        return {f"{stage}/per_class": table}
+    confmat = result["confmat"].long()
     # Only non-zero cells: the chart treats missing ones as 0, and W&B tables have a row limit.
     nonzero = confmat.nonzero().tolist()
     if len(nonzero) <= MAX_TABLE_ROWS:

@@ -17,7 +17,9 @@ from seglight.render import denormalize, flat_palette, overlay
 
 class MaskWriter(BasePredictionWriter):
     """Write each predicted mask as a palette PNG: pixel values are class indices, the palette
-    gives each class its dataset colour (so the file opens as a colour image).
+    gives each class its dataset colour (so the file opens as a colour image). Multi-label
+    predictions: one 0/1 PNG per label, `<output_dir>/<label>/<output>.png` (1 = the pixel
+    carries the label, in its colour): the layout `FolderDataModule` reads masks from.
 
     Each mask is cropped to batch["size"], the image's own size, and written to
     `<output_dir>/<output>.png`, where <output> is batch["output"][i] when the batch has it
@@ -67,20 +69,28 @@ class MaskWriter(BasePredictionWriter):
         folder = self._folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         palette = flat_palette(getattr(trainer.datamodule, "palette", None))
-        masks = prediction.to(torch.uint8).cpu().numpy()  # (B, H, W); B = 0 if no image was read
+        # (B, H, W), multilabel (B, L, H, W); B = 0 if no image was read
+        masks = prediction.to(torch.uint8).cpu().numpy()
+        labels = list(pl_module.class_names) if masks.ndim == 4 else None
         lut = self._native_lut(trainer)
+        if labels and lut is not None:
+            raise ConfigError("MaskWriter.native_ids: multi-label predictions have no dataset "
+                              "ids; set native_ids: false")  # fmt: skip
         sizes = batch.get("size")
         images = self._rgb(trainer, batch["image"]) if self.overlay else None  # (B, H, W, 3)
         outputs, names = batch.get("output"), batch.get("name")
         for i, mask in enumerate(masks):
-            h, w = mask.shape if sizes is None else (int(v) for v in sizes[i])
-            mask = mask[:h, :w]
+            h, w = mask.shape[-2:] if sizes is None else (int(v) for v in sizes[i])
+            mask = mask[..., :h, :w]
             if outputs:  # already without extension; one it kept is part of the name
                 stem = _output_stem(outputs[i], strip_extension=False)
             else:
                 stem = _output_stem(names[i]) if names else f"{batch_idx:06d}_{i:03d}"
             if images is not None:
                 self._write_overlay(folder, stem, images[i, :h, :w], mask, palette)
+            if labels:
+                self._write_labels(folder, stem, mask, labels, palette)
+                continue
             path = folder / f"{stem}.png"
             path.parent.mkdir(parents=True, exist_ok=True)  # mirrored sub-folders
             if lut is not None:
@@ -88,6 +98,17 @@ class MaskWriter(BasePredictionWriter):
                 continue
             image = Image.fromarray(np.ascontiguousarray(mask), mode="P")
             image.putpalette(palette)
+            image.save(path)
+
+    @staticmethod
+    def _write_labels(folder: Path, stem: str, mask: np.ndarray, labels: list[str], palette):
+        """Multi-label (L, h, w) 0/1: <folder>/<label>/<stem>.png per label, the layout the folder
+        data module reads (pixel 1 = carries the label, shown in the label's colour)."""
+        for i, (label, values) in enumerate(zip(labels, mask, strict=True)):
+            path = folder / _output_stem(label, strip_extension=False) / f"{stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray(np.ascontiguousarray(values), mode="P")
+            image.putpalette([0, 0, 0, *palette[3 * i : 3 * i + 3]] + [255] * (768 - 6))
             image.save(path)
 
     @staticmethod

@@ -10,7 +10,7 @@ from PIL import Image
 from seglight.cli import main
 from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
 
-from seglight_testing import QUICKSTART, TINY, run_on_cpus
+from seglight_testing import QUICKSTART, ROOT, TINY, run_on_cpus
 
 # A random-init model (seed 0) on 5 test images: no training needed to compare protocols.
 TEST = ["test", "--config", QUICKSTART, *TINY, "--data.test_size=5", "--data.eval_batch_size=1"]
@@ -92,11 +92,21 @@ def test_predict_streams_to_a_default_writer(in_tmp):
     assert c.trainer.predict_loop.predictions == []  # streamed, not accumulated
 
 
-def test_ddp_validation_equals_single_process(tmp_path):
-    """The validation loader (the one fit validates with) under 2 processes, 5 images: every
-    count-based val/ number (mIoU, accuracies, per-class IoU) equals the single-process one
-    exactly; the losses, float sums added in another order, to float32 rounding."""
-    validate = ["validate", "--config", QUICKSTART, *TINY, "--data.val_size=5",
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        ("quickstart", {"val/mIoU", "val/pixel_acc", "val/IoU/circle", "val/loss"}),
+        ("binary", {"val/fg_IoU", "val/fg_dice", "val/mIoU_2class", "val/IoU/shape"}),
+        ("multilabel", {"val/mIoU", "val/F1_micro", "val/F1/circle", "val/recall/cross"}),
+    ],
+)
+def test_ddp_validation_equals_single_process(tmp_path, recipe, expected):
+    """The validation loader (the one fit validates with) under 2 processes, 5 images, for each
+    task: every count-based val/ number (mIoU, accuracies, per-class IoU, binary fg_IoU,
+    per-label F1) equals the single-process one exactly; the losses, float sums added in
+    another order, to float32 rounding."""
+    config = str(ROOT / "configs" / f"{recipe}.yaml")
+    validate = ["validate", "--config", config, *TINY, "--data.val_size=5",
                 "--data.eval_batch_size=2"]  # fmt: skip
     logged = {}
     for devices in (1, 2):
@@ -104,7 +114,7 @@ def test_ddp_validation_equals_single_process(tmp_path):
         rows = csv.DictReader(open(next(cwd.rglob("metrics.csv"))))
         logged[devices] = {k: float(v) for r in rows for k, v in r.items()
                            if v and k.startswith("val/")}  # fmt: skip
-    assert {"val/mIoU", "val/pixel_acc", "val/IoU/circle", "val/loss"} <= set(logged[1])
+    assert expected | {"val/loss"} <= set(logged[1])
     assert logged[2].keys() == logged[1].keys()
     for key, value in logged[1].items():
         if key.startswith("val/loss"):

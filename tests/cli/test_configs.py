@@ -202,6 +202,7 @@ RECIPE_DATA = {
     "quickstart.yaml": lambda: None,  # built-in data
     "binary.yaml": lambda: None,
     "multispectral.yaml": lambda: None,
+    "multilabel.yaml": lambda: None,
     "voc.yaml": lambda: make_voc(Path("data/voc")),
     "voc_aug.yaml": lambda: (make_voc(Path("data/voc")), add_voc_aug(Path("data/voc"))),
     "cityscapes.yaml": lambda: make_cityscapes(Path("data/cityscapes")),
@@ -218,7 +219,8 @@ def test_every_recipe_has_its_data_here():
 @pytest.mark.parametrize("name", sorted(RECIPE_DATA))
 def test_every_recipe_runs_fast_dev_run(name, in_tmp):
     RECIPE_DATA[name]()
-    shrink = TINY if name in ("quickstart.yaml", "binary.yaml", "multispectral.yaml") else SMALL
+    builtin = ("quickstart.yaml", "binary.yaml", "multispectral.yaml", "multilabel.yaml")
+    shrink = TINY if name in builtin else SMALL
     c = main(["fit", "--config", str(ROOT / "configs" / name), *shrink,
               *RECIPE_ARGS.get(name, []), "--trainer.fast_dev_run=true"])  # fmt: skip
     assert c.trainer.state.finished and c.trainer.global_step == 1

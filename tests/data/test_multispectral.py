@@ -252,6 +252,16 @@ def test_tiff_pages_orientation_and_codecs(tmp_path):
             read_image(tmp_path / "lzw.tif")
 
 
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "zstd", "packbits"])
+def test_compressed_16_bit_tiffs_are_read_exactly(tmp_path, compression):
+    """GeoTIFF tools write LZW or deflate by default: imagecodecs (a dependency) decodes them."""
+    image = bands16(np.random.default_rng(5), (16, 24, 4))
+    path = tmp_path / f"{compression}.tif"
+    tifffile.imwrite(path, image, photometric="minisblack", planarconfig="contig",
+                     compression=compression)  # fmt: skip
+    np.testing.assert_array_equal(read_image(path), unit(image))
+
+
 def test_npy_images_are_found_and_other_band_counts_named(tmp_path, n_values):
     written = make_bands_folder(tmp_path, n=3)
     assert ".npy" in IMAGE_EXTENSIONS

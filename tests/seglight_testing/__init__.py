@@ -38,6 +38,14 @@ TINY = [
     "--trainer.log_every_n_steps=1",
 ]
 
+# The same for the task recipes (configs/binary.yaml, multilabel.yaml): tiny data, no bars.
+SHRINK = [
+    "--data.image_size=32", "--data.train_size=16", "--data.val_size=4", "--data.test_size=4",
+    "--data.predict_size=2", "--data.batch_size=4", "--data.num_workers=0",
+    "--model.model_kwargs={decoder_channels: [16, 16, 8, 8, 8]}",
+    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+]  # fmt: skip
+
 
 def run_on_cpus(tmp_path, devices: int, args: list[str], folder: str | None = None):
     """`python -m seglight <args>` on `devices` CPU processes (DDP over gloo when > 1, started
