@@ -12,9 +12,10 @@ decodes it); reduced-resolution pages (GeoTIFF overviews) and mask pages are ski
 full-resolution page is refused; the TIFF Orientation tag is applied like any other TIFF's.
 Compressions other than none, Deflate and LZMA (LZW, PackBits, JPEG, ZSTD, ...) are decoded
 by the `imagecodecs` package (a dependency; an environment without it gets a one-line error).
-`.npy`: (H, W) is one band; for (A, B, C) the band axis is the first or the last, whichever
-is strictly shorter than both other axes: (4, 32, 32) is (C, H, W), (32, 32, 4) is (H, W, C). When neither is ((32, 32, 32), (4, 16, 4), (16, 3, 16)) the file is
-refused: images must be larger than their band count on both sides. Other ranks are refused.
+`.npy`: (H, W) is one band; for (A, B, C) the band axis is the first or the last, whichever is
+strictly shorter than both other axes: (4, 32, 32) is (C, H, W), (32, 32, 4) is (H, W, C). When
+neither is ((32, 32, 32), (4, 16, 4), (16, 3, 16)) the file is refused: images must be larger than
+their band count on both sides. Other ranks are refused.
 
 Values: by the stored type, the rule of RGB images: uint8 kept (Normalize divides by 255),
 other integers (8/12/16-bit data, int32 within 0..65535) / 65535, floats as is in [0, 1]; NaN,
