@@ -125,6 +125,12 @@ def build_parser():
 def _floats(text: str | None, default: Sequence[float], key: str, channels: int) -> list[float]:
     if text is None:
         values = list(default)
+        if len(values) != channels:  # ImageNet's 3 values cannot serve a multispectral model
+            raise ConfigError(
+                f"{key}: the model takes {channels} input channels, the default (ImageNet's) "
+                f"has {len(values)} values; pass --mean and --std with {channels} values each, "
+                f"the data config's data.mean / data.std"
+            )
     else:
         try:
             values = [

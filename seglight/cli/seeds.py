@@ -1,11 +1,12 @@
-"""`seglight seeds`: the same experiment with several seeds, and the mean ± std of its test mIoU.
+"""`seglight seeds`: one experiment with several seeds, and the mean ± std of its test metrics.
 
     python -m seglight seeds --seeds 0 1 2 --config configs/quickstart.yaml [fit flags...]
 
 Each seed runs `fit` with `--seed_everything=<seed>`, then `test` on its best checkpoint (the
 ModelCheckpoint's monitor; `--test_ckpt last` for the last one), in this process, one after
 another. Checkpoints of seed s go to `<the config's checkpoint dir>/seed_<s>`; each run logs as
-a new logger version. The table and the summary (sample std, n-1) are printed and written to
+a new logger version. The table (the task's headline metric: mIoU, binary fg_IoU) and the
+summary of every test metric (sample std, n-1) are printed / written to
 `<default_root_dir>/seeds_summary.json`.
 """
 
@@ -88,11 +89,12 @@ def run_seeds(argv: Sequence[str]) -> int:
         rows.append(row)
         _finish_wandb()
     summary = summarize(rows)
+    headline = getattr(getattr(cli.model, "spec", None), "headline", "mIoU")  # binary: fg_IoU
     path = Path(args.summary) if args.summary else root / "seeds_summary.json"
     if _is_rank_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"runs": rows, "summary": summary}, indent=2))
-        print(format_summary(rows, summary))
+        print(format_summary(rows, summary, headline))
         print(f"seeds summary: {path}")
     return 0
 
@@ -109,8 +111,12 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def format_summary(rows: list[dict], summary: dict[str, dict[str, float]]) -> str:
-    shown = [m for m in summary if m.endswith("mIoU") or m.endswith("pixel_acc")]
+def format_summary(
+    rows: list[dict], summary: dict[str, dict[str, float]], headline: str = "mIoU"
+) -> str:
+    """The table of the task's `headline` metric (mIoU; binary: fg_IoU) and pixel_acc: each
+    seed's, then mean ± std. Every metric is in the JSON."""
+    shown = [m for m in summary if m.split("/")[-1] in (headline, "pixel_acc")]
     width = max(len(m) for m in shown)
     lines = [f"{'seed':>6}  " + "  ".join(f"{m:>{width}}" for m in shown)]
     for row in rows:
