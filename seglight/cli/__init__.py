@@ -50,6 +50,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "seeds": Subcommand(
         "run fit + test once per seed and report mean ± std", "seglight.cli.seeds:run_seeds"
     ),
+    "cv": Subcommand(
+        "k-fold cross-validation: fit + test per fold, mean ± std per metric and class",
+        "seglight.cli.cv:run_cv",
+    ),
+    "benchmark": Subcommand(
+        "params, FLOPs, latency, throughput and peak memory of a model, as a JSON and a row",
+        "seglight.cli.benchmark:run_benchmark",
+    ),
 }
 
 
