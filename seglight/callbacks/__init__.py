@@ -10,6 +10,8 @@
     preemption    PreemptionCheckpoint: SIGTERM/SIGUSR1 -> last.ckpt at the next batch, then exit
     rng_state     RngState: RNG states saved in checkpoints and restored on resume
     finders       FindLR, FindBatchSize: Lightning's finders, usable from the command line
+    ema           EMA: an exponential moving average of the weights (Lightning's EMAWeightAveraging)
+    freezing      FreezeEncoder: a frozen encoder (and decoder), BatchNorm kept in eval mode
 
 ClassReport, PreemptionCheckpoint, RngState and PredictionFailures are added to every run by
 the CLI (keys `class_report`, `preemption`, `rng_state`, `prediction_failures`; null switches
@@ -19,8 +21,10 @@ one off); in plain Python, `default_callbacks()` gives them.
 from seglight._moved import moved
 from seglight.callbacks.atomic_io import AtomicCheckpointIO
 from seglight.callbacks.config import SaveConfig
+from seglight.callbacks.ema import EMA
 from seglight.callbacks.finders import FindBatchSize, FindLR
 from seglight.callbacks.finite_best import FiniteBestCheckpoint
+from seglight.callbacks.freezing import FreezeEncoder
 from seglight.callbacks.images import ValidationImages
 from seglight.callbacks.preemption import PreemptionCheckpoint
 from seglight.callbacks.reports import ClassReport, build_report, format_class_table
@@ -41,9 +45,11 @@ __getattr__ = moved(__name__, {"confusion_image": "seglight.render"})
 __all__ = [
     "AtomicCheckpointIO",
     "ClassReport",
+    "EMA",
     "FindBatchSize",
     "FindLR",
     "FiniteBestCheckpoint",
+    "FreezeEncoder",
     "MaskWriter",
     "PredictionFailures",
     "PreemptionCheckpoint",
