@@ -10,6 +10,7 @@ from seglight.errors import ConfigError
 
 GAP = 2  # pixels between tiles of the validation grid
 LINE = 14  # legend line height: a 10-px swatch and PIL's default font
+HEADER = LINE + 2  # the column titles above the validation grid's tiles
 BACKGROUND = (40, 40, 40)
 IGNORE = 255  # mask value drawn as the image itself (no colour)
 
@@ -93,10 +94,17 @@ def present(mask: np.ndarray, num_classes: int) -> set[int]:
     return {int(c) for c in np.unique(mask)} & set(range(num_classes))
 
 
-def draw_grid(rows: list[dict], palette: np.ndarray, names: list[str], alpha: float) -> Image.Image:
-    """One row per image: image | ground truth overlay | prediction overlay, tiles of the largest
-    image's size (GAP px apart, top-left aligned); then one legend line per class that appears
-    in any shown mask or prediction. Masks: (H, W) class ids or (L, H, W) 0/1 per label."""
+def draw_grid(
+    rows: list[dict],
+    palette: np.ndarray,
+    names: list[str],
+    alpha: float,
+    titles: tuple[str, ...] = ("image", "ground truth", "prediction"),
+) -> Image.Image:
+    """Column `titles` (HEADER px), then one row per image: image | ground truth overlay |
+    prediction overlay, tiles of the largest image's size (GAP px apart, top-left aligned);
+    then one legend line per class that appears in any shown mask or prediction. Masks: (H, W)
+    class ids or (L, H, W) 0/1 per label."""
     cell_h = max(r["image"].shape[0] for r in rows)
     cell_w = max(r["image"].shape[1] for r in rows)
     shown = sorted(
@@ -104,8 +112,11 @@ def draw_grid(rows: list[dict], palette: np.ndarray, names: list[str], alpha: fl
     )
     legend_w = 16 + 6 * max((len(names[c]) for c in shown), default=0)
     width = max(3 * cell_w + 2 * GAP, legend_w)
-    top = len(rows) * (cell_h + GAP)
+    top = HEADER + len(rows) * (cell_h + GAP)
     canvas = Image.new("RGB", (width, top + LINE * len(shown)), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for j, title in enumerate(titles):  # PIL's default font: ~6 px a character
+        draw.text((j * (cell_w + GAP), 1), title[: max(1, cell_w // 6)], fill=(255, 255, 255))
     for i, row in enumerate(rows):
         tiles = (
             row["image"],
@@ -113,8 +124,7 @@ def draw_grid(rows: list[dict], palette: np.ndarray, names: list[str], alpha: fl
             overlay(row["image"], row["pred"], palette, alpha),
         )
         for j, tile in enumerate(tiles):
-            canvas.paste(Image.fromarray(tile), (j * (cell_w + GAP), i * (cell_h + GAP)))
-    draw = ImageDraw.Draw(canvas)
+            canvas.paste(Image.fromarray(tile), (j * (cell_w + GAP), HEADER + i * (cell_h + GAP)))
     for k, c in enumerate(shown):
         y = top + k * LINE
         draw.rectangle((2, y + 2, 11, y + 11), fill=tuple(int(v) for v in palette[c]))

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from seglight.render import confusion_image
+from seglight.figures import confusion_figure, iou_bars
 
 HEADERS = {"IoU": "IoU", "acc": "Acc", "F1": "F1", "precision": "Prec", "recall": "Recall"}
 # The macro mean of a per-class column as the metric computed it (else the column's nanmean).
@@ -23,8 +23,9 @@ def report_columns(pl_module: L.LightningModule) -> tuple[str, ...]:
 
 class ClassReport(L.Callback):
     """Print the per-class (multilabel: per-label) table after `test` and `validate` (not during
-    fit); after `test`, also write test_report.json, test_report.csv and, for one class per
-    pixel, test_confusion.png (rows = ground truth, normalized per row) into the run's log dir."""
+    fit); after `test`, also write test_report.json, test_report.csv, test_iou.png (IoU bars)
+    and, for one class per pixel, test_confusion.png (rows = ground truth, normalized per row,
+    both axes named, values printed) into the run's log dir."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._print(pl_module, "test")
@@ -54,11 +55,13 @@ class ClassReport(L.Callback):
             writer.writerow(["class", *columns, "pixels"])
             for row in report["classes"]:
                 writer.writerow([row["name"], *(row[c] for c in columns), row["pixels"]])
-        files = "test_report.json, .csv"
+        names = pl_module.class_names
+        what = "label" if report["task"] == "multilabel" else "class"
+        iou_bars(names, result["IoU"], f"test IoU per {what}").save(folder / "test_iou.png")
+        files = "test_report.json, .csv, test_iou.png"
         if "confmat" in result:  # independent labels have per-label counts instead
-            confusion_image(result["confmat"], pl_module.class_names).save(
-                folder / "test_confusion.png"
-            )
+            title = "test confusion matrix (rows sum to 100%)"
+            confusion_figure(result["confmat"], names, title).save(folder / "test_confusion.png")
             files += ", test_confusion.png"
         print(f"test report: {folder}: {files}")
 

@@ -14,7 +14,7 @@ from seglight.cli import main
 from seglight.data.synthetic import PALETTE, SyntheticDataModule
 from seglight.errors import ConfigError
 from seglight.module import SegmentationModule
-from seglight.render import GAP, denormalize, overlay
+from seglight.render import GAP, HEADER, denormalize, overlay
 
 from seglight_testing import QUICKSTART, TINY
 
@@ -70,10 +70,11 @@ def test_fit_writes_grids_on_the_right_epochs_with_gt_and_prediction_overlays(in
     grid = np.asarray(Image.open(log_dir / "images/val_epoch2.png").convert("RGB"))
     cell = 32 + GAP
     assert grid.shape[1] >= 3 * 32 + 2 * GAP
-    assert grid.shape[0] > 4 * cell  # 4 rows of tiles, then the legend
+    assert grid.shape[0] > HEADER + 4 * cell  # titles, 4 rows of tiles, then the legend
     for row, sample in enumerate(samples):
         image = denormalize(sample["image"], np.array(dm.mean), np.array(dm.std))
-        tiles = [grid[row * cell : row * cell + 32, j * cell : j * cell + 32] for j in range(3)]
+        top = HEADER + row * cell
+        tiles = [grid[top : top + 32, j * cell : j * cell + 32] for j in range(3)]
         np.testing.assert_array_equal(tiles[0], image)  # the image itself, un-normalized
         mask = sample["mask"].numpy()
         labelled = mask != 255
@@ -85,7 +86,9 @@ def test_fit_writes_grids_on_the_right_epochs_with_gt_and_prediction_overlays(in
         matches = (blends == tiles[2][None]).all(-1)  # (C, H, W)
         assert matches.any(0).all()
     # A row beyond the 4th would be a tile: the legend starts there instead.
-    assert not np.array_equal(grid[4 * cell : 4 * cell + 32, :32], grid[:32, :32])
+    legend = HEADER + 4 * cell
+    assert not np.array_equal(grid[legend : legend + 32, :32], grid[HEADER : HEADER + 32, :32])
+    assert (grid[:HEADER] != grid[0, 0]).any()  # the column titles are drawn
 
 
 def test_draw_restores_training_mode_and_shows_evaluation_logits(tmp_path):
@@ -115,7 +118,7 @@ def test_draw_restores_training_mode_and_shows_evaluation_logits(tmp_path):
     assert modes == [False, False] and module.training
     grid = np.asarray(Image.open(path).convert("RGB"))
     for row in range(2):
-        top, left = row * (32 + GAP), 2 * (32 + GAP)
+        top, left = HEADER + row * (32 + GAP), 2 * (32 + GAP)
         assert (grid[top : top + 32, left : left + 32] == PALETTE[2]).all()
 
 
