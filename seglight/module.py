@@ -28,6 +28,7 @@ from seglight.input_check import forward_checked
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
 from seglight.networks import build_model, output_stride
+from seglight.networks.compiled import CompileSetting, as_contiguous, speed_up, to_channels_last
 from seglight.nonfinite import NonFiniteGuard, NonFiniteLoss
 from seglight.schedulers import _TrainerLengthLR
 from seglight.tasks import Task, task_spec
@@ -75,6 +76,11 @@ class SegmentationModule(L.LightningModule):
         nonfinite_batch_dir: folder where a batch with a non-finite loss is saved with
             torch.save (its image, mask, name, ... plus epoch, step, batch_idx, rank, losses),
             to reproduce it; null = not saved.
+        compile: torch.compile the network (training and evaluation forward): null/false = off,
+            true, a mode (e.g. max-autotune) or a dict of torch.compile arguments, e.g.
+            {backend: inductor, dynamic: true}; checkpoints keep the plain network's names.
+        channels_last: network weights and input batches in torch.channels_last memory format
+            (faster convolutions on recent GPUs); logits come back in the default format.
     """
 
     def __init__(
@@ -97,6 +103,8 @@ class SegmentationModule(L.LightningModule):
         nonfinite_batch_dir: str | None = None,
         task: Task = "multiclass",
         threshold: float = 0.5,
+        compile: CompileSetting = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         # Callables are not hyper-parameters a checkpoint can rebuild; LightningCLI records the
@@ -128,6 +136,8 @@ class SegmentationModule(L.LightningModule):
         # The last computed metrics per stage, as plain tensors, for reports and callbacks.
         self.last_metrics: dict[str, dict[str, torch.Tensor]] = {}
         self.configure_models()
+        speed_up(self.net, compile, channels_last)  # in place: state_dict names stay the net's
+        self.channels_last = channels_last
         self.configure_losses()
         self.configure_metrics()
 
@@ -163,7 +173,8 @@ class SegmentationModule(L.LightningModule):
         """Logits (B, out_channels, H, W) for images (B, in_channels, H, W) of any H, W (one
         channel per class; one foreground logit for binary); images the network cannot take
         (channels, too small) raise a one-line ConfigError."""
-        return forward_checked(self.net, images, self.stride)
+        images = to_channels_last(images, self.channels_last)
+        return as_contiguous(forward_checked(self.net, images, self.stride), self.channels_last)
 
     def compute_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"loss": total, <term>: unweighted term...} for logits (B, K, H, W), masks (B, H, W)."""

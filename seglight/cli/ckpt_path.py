@@ -17,13 +17,17 @@ from seglight.checkpoints import (
     read_checkpoint,
 )
 from seglight.errors import ConfigError
+from seglight.networks.compiled import PLAIN
 
 
 def cli_model_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """The `model` section LightningCLI puts into the config from a checkpoint's hyper-parameters
-    (LightningCLI._parse_ckpt_path, from the dict already read); None when it holds none."""
+    (LightningCLI._parse_ckpt_path, from the dict already read); None when it holds none.
+    The speed settings (model.compile, model.channels_last) are left to this run's config:
+    checkpoint hparams override the command line, and a compiled run's file must test plain."""
     hparams = dict(checkpoint.get("hyper_parameters") or {})  # a copy: the dict goes on to the run
-    hparams.pop("_instantiator", None)
+    for key in ("_instantiator", *PLAIN):
+        hparams.pop(key, None)
     if not hparams:
         return None
     if "_class_path" in hparams:

@@ -42,6 +42,7 @@ from seglight.deployment import (  # noqa: F401 - ExportWrapper, INPUT_NAME...: 
 )
 from seglight.errors import ConfigError
 from seglight.module import SegmentationModule
+from seglight.networks.compiled import PLAIN
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -50,10 +51,13 @@ DEFAULT_CHECK_SIZES = "64x96,75x99"  # batch 1 then 2; 64x96 needs no padding, 7
 
 def load_module(ckpt_path: str | Path) -> SegmentationModule:
     """The SegmentationModule (or the subclass the checkpoint names) of a Lightning checkpoint,
-    on the CPU, in eval mode, fp32; the file is read once (seglight.checkpoints.load_module).
-    Unusable files raise ConfigError saying why."""
+    on the CPU, in eval mode, fp32, with the plain network (not compiled, default memory
+    format: a compiled graph cannot be traced); the file is read once
+    (seglight.checkpoints.load_module). Unusable files raise ConfigError saying why."""
     try:
-        module = checkpoints.load_module(ckpt_path, map_location="cpu", base=SegmentationModule)
+        module = checkpoints.load_module(
+            ckpt_path, map_location="cpu", base=SegmentationModule, **PLAIN
+        )
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - state-dict mismatch, bad hparams: one line
