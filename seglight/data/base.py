@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from seglight._moved import moved
 from seglight.data.dataset import FileDataset, SegmentationDataset, collate_padded
+from seglight.data.folds import Fold, fold_dataset
 from seglight.data.predict import ImageFolderDataset, folder_dataset
 from seglight.data.sampling import ResumableSampler
 from seglight.data.transforms import (
@@ -87,6 +88,9 @@ class SegmentationDataModule(L.LightningDataModule):
             and foreground: one logit, sigmoid and a threshold) or "multilabel" (one 0/1 mask
             per class, a pixel may carry several or none: one sigmoid per label); linked into
             the model by the CLI.
+        fold: k-fold cross-validation (`seglight cv` sets it): train on the other folds of the
+            training split, validate and test on fold `index`, e.g. {k: 5, index: 2, seed: 0};
+            null = the dataset's own splits (seglight.data.folds).
     """
 
     class_names: list[str] = []
@@ -108,8 +112,10 @@ class SegmentationDataModule(L.LightningDataModule):
         exif_orientation: bool = True,
         rgb_bands: list[int] | None = None,
         task: Task = "multiclass",
+        fold: Fold | None = None,
     ) -> None:
         super().__init__()
+        self.fold = Fold(**fold) if isinstance(fold, dict) else fold
         if rgb_bands is not None and (len(rgb_bands) != 3 or min(rgb_bands) < 0):
             raise ConfigError(f"data.rgb_bands: 3 channel indices (>= 0), got {rgb_bands}")
         self.rgb_bands = list(rgb_bands) if rgb_bands is not None else None
@@ -181,6 +187,8 @@ class SegmentationDataModule(L.LightningDataModule):
                 pipeline = self.pipelines["train" if split == "train" else "eval"]
                 if split == "predict" and self.predict_dir is not None:
                     self.datasets[split] = self.image_folder(self.predict_dir, pipeline)
+                elif self.fold is not None and split in self.fold.splits:
+                    self.datasets[split] = fold_dataset(self, split, pipeline)
                 else:
                     self.datasets[split] = self.prepared_dataset(split, pipeline)
 
