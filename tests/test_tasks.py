@@ -37,6 +37,25 @@ def test_binary_recipe_fits_tests_and_reports(in_tmp):
     assert report["mIoU_2class"] == pytest.approx((rows["shape"] + rows["background"]) / 2)
 
 
+def test_model_flags_given_with_ckpt_path_win_over_the_checkpoints_hparams(in_tmp, capsys):
+    """Lightning fills the model's config from the checkpoint's hyper-parameters after parsing
+    the command line; a --model.* flag given with --ckpt_path must still decide (it used to be
+    silently replaced: a test at another threshold or protocol ran at the trained one)."""
+    main(["fit", "--config", BINARY, *SHRINK, "--trainer.max_epochs=1", "--model.threshold=0.4"])
+    test = ["test", "--config", BINARY, *SHRINK, "--ckpt_path=outputs/binary/checkpoints/last.ckpt"]
+    c = main(test)
+    assert c.model.threshold == 0.4 and c.model.protocol_description == "whole"  # as trained
+    c = main([*test, "--model.threshold", "0.3", "--model.eval_protocol.flip=true"])
+    assert c.model.threshold == 0.3 and c.model.protocol_description == "whole + flip"
+    assert c.model.last_metrics["test"]["fg_IoU"] >= 0
+    # What shapes the weights comes from the checkpoint; a flag that disagrees is said, once.
+    c = main([*test, "--model.model_kwargs={decoder_channels: [8, 8, 8, 8, 8]}"])
+    assert c.model.hparams.model_kwargs == {"decoder_channels": [16, 16, 8, 8, 8]}
+    assert "--model.model_kwargs={'decoder_channels': [8, 8, 8, 8, 8]} is not used" in (
+        capsys.readouterr().err
+    )
+
+
 def test_zero_255_folder_trains_binary_and_fg_iou_matches_numpy_on_the_written_masks(in_tmp):
     make_binary(in_tmp / "data", n=24, size=32)
     folder = [

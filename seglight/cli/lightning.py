@@ -6,6 +6,7 @@ python -m seglight fit --config configs/quickstart.yaml --model.optimizer.lr=3e-
 """
 
 import inspect
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -65,6 +66,9 @@ class SeglightCLI(LightningCLI):
     def __init__(self, *args, description: str | None = None, **kwargs) -> None:
         if description is not None:
             self.description = description
+        given = kwargs.get("args")
+        self._argv = list(sys.argv[1:] if given is None else given) if not isinstance(
+            given, dict) else []  # fmt: skip
         super().__init__(*args, **kwargs)
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
@@ -105,11 +109,29 @@ class SeglightCLI(LightningCLI):
         model = cli_model_config(self._ckpt_read[1])
         if model is None:
             return
+        before = self.config[subcommand]
         try:
             self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
         except SystemExit:
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
             raise
+        # Lightning lets the checkpoint's hyper-parameters override the command line, so
+        # `test --ckpt_path X --model.threshold=0.3` would silently test at the trained
+        # threshold: the values of the --model.* flags given are put back, on top, except those
+        # that shape the network's weights, which only the checkpoint's can load (a flag that
+        # disagrees is said, in one line, and left out).
+        after = self.config[subcommand]
+        for key in dict.fromkeys(k.split(".")[0] for k in model_flag_keys(self._argv)):
+            paths = (f"model.init_args.{key}", f"model.{key}")
+            where = next((w for w in paths if w in before), None)
+            if where is None or before[where] == after.get(where):
+                continue
+            if key in NETWORK_KEYS:
+                given, kept = before[where], after.get(where)
+                rank_zero_warn_line(f"--model.{key}={given!r} is not used: the network comes "
+                                    f"from --ckpt_path, which has {kept!r}")  # fmt: skip
+            else:
+                after[where] = before[where]
 
     def instantiate_trainer(self, **kwargs) -> lightning.Trainer:
         """LightningCLI's trainer, with atomic checkpoint saves (unless the config names a
@@ -215,6 +237,26 @@ class _LinesHelpFormatter(DefaultHelpFormatter):
                 )
             )
         return "\n".join(lines)
+
+
+# Hyper-parameters that decide the network's weights: --ckpt_path's values stand for them.
+NETWORK_KEYS = frozenset(
+    "arch encoder_name encoder_weights in_channels num_classes ignore_index class_names task "
+    "model_kwargs".split()
+)
+
+
+def rank_zero_warn_line(message: str) -> None:
+    """One `seglight: warning:` line on stderr, from the first process only."""
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+        sys.stderr.write(f"seglight: warning: {message}\n")
+
+
+def model_flag_keys(argv: list[str]) -> list[str]:
+    """The keys of the `--model.<key>` flags of a command line (`--model.x=1` or `--model.x 1`
+    give "x"; `--model.eval_protocol.flip=true` gives "eval_protocol.flip"), in order."""
+    return [str(t)[len("--model.") :].split("=", 1)[0] for t in argv
+            if str(t).startswith("--model.")]  # fmt: skip
 
 
 def build_cli(

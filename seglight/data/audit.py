@@ -18,40 +18,18 @@ labelled pixels that are positive, and the images holding it; no class weights (
 balancing assumes one class per pixel).
 """
 
-from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from seglight.data.audit_multilabel import audit_multilabel
+from seglight.data.audit_parts import Scan, ordered_map, problem, size_summary
 from seglight.data.dataset import FileDataset, SegmentationDataset
-from seglight.data.folder_multilabel import missing_labels
 from seglight.data.images import check_same_size, decode_image
 from seglight.data.io import LabelMap, missing_classes, read_mask_values
 from seglight.data.pixel_stats import PixelSums, channel_stats, channels_entry, pixel_sums  # noqa: F401
 from seglight.errors import DataError
-
-
-@dataclass
-class _Scan:
-    """What one sample contributed: image size (H, W), whether it has a mask, stored-value and
-    training-id pixel counts (256,) when it loaded cleanly, stored values that are not labels,
-    problems; the image (path or sample name) and its per-channel pixel sums when it decoded."""
-
-    image: str = ""
-    size: tuple[int, int] | None = None
-    channels: PixelSums | None = None
-    labelled: bool = False
-    stored: np.ndarray | None = None
-    ids: np.ndarray | None = None
-    invalid: dict[int, int] = field(default_factory=dict)
-    problems: list[dict] = field(default_factory=list)
-
-
-def _problem(path, kind: str, detail: str) -> dict:
-    return {"file": str(path), "kind": kind, "detail": detail}
 
 
 def _kind(error: DataError, path) -> str:
@@ -64,10 +42,10 @@ def _kind(error: DataError, path) -> str:
     return "unreadable"
 
 
-def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
+def _scan_pair(dataset: FileDataset, index: int) -> Scan:
     """Read one (image, mask) pair of a FileDataset; each file separately, each decoded once."""
     image_path, mask_path = dataset.pairs[index]
-    scan = _Scan(image=str(image_path), labelled=mask_path is not None)
+    scan = Scan(image=str(image_path), labelled=mask_path is not None)
     image = None
     try:
         image = decode_image(
@@ -76,7 +54,7 @@ def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
         scan.size = image.pixels.shape[:2]
         scan.channels = pixel_sums(image.pixels)
     except DataError as e:
-        scan.problems.append(_problem(image_path, _kind(e, image_path), str(e)))
+        scan.problems.append(problem(image_path, _kind(e, image_path), str(e)))
     if mask_path is None:
         return scan
     label_map = dataset.label_map
@@ -85,7 +63,7 @@ def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
             mask_path, dataset.palette, dataset.ignore_colour, dataset.ignore_index
         )
     except DataError as e:
-        scan.problems.append(_problem(mask_path, _kind(e, mask_path), str(e)))
+        scan.problems.append(problem(mask_path, _kind(e, mask_path), str(e)))
         return scan
     counts = label_map.counts(raw)  # (256,) pixels per stored value
     bad = label_map.invalid_values(counts)
@@ -96,12 +74,12 @@ def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
             f"{mask_path}: mask has values {shown} that are not labels of this dataset "
             f"(expected {label_map.describe()})"
         )
-        scan.problems.append(_problem(mask_path, "bad_labels", detail))
+        scan.problems.append(problem(mask_path, "bad_labels", detail))
     if image is not None:
         try:
             check_same_size(image, raw, image_path, mask_path)
         except DataError as e:
-            scan.problems.append(_problem(mask_path, "size_mismatch", str(e)))
+            scan.problems.append(problem(mask_path, "size_mismatch", str(e)))
     if not scan.problems:
         # Training-id counts: stored value v adds its counts[v] pixels to id lut[v].
         scan.stored = counts
@@ -109,13 +87,13 @@ def _scan_pair(dataset: FileDataset, index: int) -> _Scan:
     return scan
 
 
-def _scan_sample(dataset: SegmentationDataset, index: int, num_classes: int, ignore: int) -> _Scan:
+def _scan_sample(dataset: SegmentationDataset, index: int, num_classes: int, ignore: int) -> Scan:
     """One sample of a dataset that is not file based: its mask already holds training ids."""
     try:
         sample = dataset.load(index)
     except DataError as e:
-        return _Scan(problems=[_problem(f"sample {index}", "unreadable", str(e))])
-    scan = _Scan(sample.name, sample.image.shape[:2], pixel_sums(sample.image))
+        return Scan(problems=[problem(f"sample {index}", "unreadable", str(e))])
+    scan = Scan(sample.name, sample.image.shape[:2], pixel_sums(sample.image))
     scan.labelled = sample.mask is not None
     if sample.mask is None:
         return scan
@@ -127,34 +105,13 @@ def _scan_sample(dataset: SegmentationDataset, index: int, num_classes: int, ign
     if bad:
         scan.invalid = {v: int(counts[v]) for v in bad}
         detail = f"{sample.name}: mask has values {bad[:20]} outside 0-{num_classes - 1}, {ignore}"
-        scan.problems.append(_problem(sample.name, "bad_labels", detail))
+        scan.problems.append(problem(sample.name, "bad_labels", detail))
     if sample.mask.shape[:2] != sample.image.shape[:2]:
         detail = f"{sample.name}: image is {scan.size}, mask is {sample.mask.shape[:2]} (H, W)"
-        scan.problems.append(_problem(sample.name, "size_mismatch", detail))
+        scan.problems.append(problem(sample.name, "size_mismatch", detail))
     if not scan.problems:
         scan.ids = scan.stored = counts[:256].astype(np.int64)
     return scan
-
-
-def _number(x: float) -> int | float:
-    return int(x) if float(x).is_integer() else float(x)
-
-
-def _sizes(sizes: list[tuple[int, int]], most_common: int = 10) -> dict:
-    if not sizes:
-        return {"height": None, "width": None, "most_common": []}
-    hw = np.array(sizes)
-    stats = {}
-    for axis, name in ((0, "height"), (1, "width")):
-        col = hw[:, axis]
-        stats[name] = {
-            "min": int(col.min()),
-            "max": int(col.max()),
-            "median": _number(np.median(col)),
-        }
-    common = Counter(map(tuple, hw.tolist())).most_common(most_common)
-    stats["most_common"] = [{"height": h, "width": w, "count": n} for (h, w), n in common]
-    return stats
 
 
 def median_frequency_weights(pixels: np.ndarray, present_pixels: np.ndarray) -> np.ndarray:
@@ -193,9 +150,9 @@ def audit_dataset(
     total = len(dataset)
     n = total if max_images is None else min(total, max_images)
     if getattr(dataset, "num_labels", None):
-        return _audit_multilabel(dataset, class_names, ignore_index, split, n, workers)
+        return audit_multilabel(dataset, class_names, ignore_index, split, n, workers)
     if isinstance(dataset, FileDataset):
-        scans = _map(lambda i: _scan_pair(dataset, i), n, workers)
+        scans = ordered_map(lambda i: _scan_pair(dataset, i), n, workers)
     else:
         scans = (_scan_sample(dataset, i, num_classes, ignore_index) for i in range(n))
 
@@ -220,7 +177,7 @@ def audit_dataset(
                 bands = " (data.bands)" if getattr(dataset, "bands", None) else ""
                 detail = (f"{scan.image}: gives {found} channels{bands}, {reference} {expected}: "
                           f"all images need the same bands")  # fmt: skip
-                scan.problems.append(_problem(scan.image, "channels", detail))
+                scan.problems.append(problem(scan.image, "channels", detail))
                 scan.ids = None
             elif not scan.problems:
                 channel_sums = channel_sums + scan.channels if channel_sums else scan.channels
@@ -280,7 +237,7 @@ def audit_dataset(
         "num_in_statistics": clean,
         "num_classes": num_classes,
         "ignore_index": ignore_index,
-        "image_sizes": _sizes(sizes),
+        "image_sizes": size_summary(sizes),
         "channels": channels_entry(channel_sums),
         "mask_pixels": counted + ignored,
         "ignored_pixels": ignored,
@@ -294,93 +251,3 @@ def audit_dataset(
         "problems": problems,
         "warnings": warnings,
     }
-
-
-def _scan_labels(dataset: SegmentationDataset, index: int, ignore: int) -> _Scan:
-    """One sample of a multi-label dataset through its `load`: ids (L, 256), label l's pixel
-    count of each training id (0, 1, ignore) in row l."""
-    pairs = getattr(dataset, "pairs", None)
-    name = str(pairs[index][0]) if pairs else f"sample {index}"
-    try:
-        sample = dataset.load(index)
-    except DataError as e:
-        text = str(e)
-        kind = next((kind for key, kind in _KINDS if key in text), "unreadable")
-        named = text.split(": ", 1)[0]  # most messages start with the file they are about
-        return _Scan(image=name, problems=[_problem(named if Path(named).exists() else name,
-                                                    kind, text)])  # fmt: skip
-    scan = _Scan(name, sample.image.shape[:2], pixel_sums(sample.image), sample.mask is not None)
-    if sample.mask is None:
-        return scan
-    mask, n = sample.mask, dataset.num_labels  # (H, W, L)
-    bad = sorted(set(np.unique(mask).tolist()) - {0, 1, ignore})
-    if bad or mask.shape[:2] != scan.size or mask.shape[2:] != (n,):
-        detail = f"{name}: mask {mask.shape} with values {bad[:8]} beyond 0, 1, {ignore}"
-        scan.problems.append(_problem(name, "bad_labels", detail))
-        return scan
-    flat = mask.astype(np.int64) + 256 * np.arange(n)  # label l's id v counts at l * 256 + v
-    scan.ids = np.bincount(flat.ravel(), minlength=256 * n).reshape(n, 256)
-    return scan
-
-
-# What a DataError from a multi-label load is about, by its text (first match).
-_KINDS = (("not found", "missing"), ("sizes differ", "size_mismatch"), ("channels", "channels"),
-          ("cannot", "unreadable"), ("mask", "bad_labels"))  # fmt: skip
-
-
-def _audit_multilabel(dataset, class_names, ignore, split, n, workers) -> dict:
-    """audit_dataset's report for a multi-label dataset: a row per label (pixels = positive
-    pixels, pixel_fraction = positives / the label's labelled pixels); no class weights."""
-    num_labels, total = len(class_names), len(dataset)
-    threads = workers if isinstance(dataset, FileDataset) else 1
-    ids = np.zeros((num_labels, 256), np.int64)
-    images = np.zeros(num_labels, np.int64)  # images with a positive pixel of label l
-    sizes, problems, channel_sums, labelled, clean = [], [], None, 0, 0
-    for scan in _map(lambda i: _scan_labels(dataset, i, ignore), n, threads):
-        labelled += scan.labelled
-        sizes += [(int(scan.size[0]), int(scan.size[1]))] if scan.size is not None else []
-        problems.extend(scan.problems)
-        if scan.ids is not None:
-            clean += 1
-            ids += scan.ids
-            images += scan.ids[:, 1] > 0
-        if scan.channels is not None and not scan.problems:
-            channel_sums = channel_sums + scan.channels if channel_sums else scan.channels
-    positives, labelled_px = ids[:, 1], ids[:, 0] + ids[:, 1]
-    classes = [{"id": k, "name": name, "pixels": int(positives[k]),
-                "pixel_fraction": float(positives[k] / labelled_px[k]) if labelled_px[k] else 0.0,
-                "images": int(images[k]), "frequency": None, "weight": None}
-               for k, name in enumerate(class_names)]  # fmt: skip
-    warnings = []
-    label_map = getattr(dataset, "label_map", None) or LabelMap.identity(2, ignore)
-    partial = f" (first {n} of {total} images)" if n < total else ""
-    where = f"split {split}{partial}" if split else f"the dataset{partial}"
-    found = missing_labels(ids, label_map, class_names, where) if clean else None
-    if found and found[0] == "absent_class" and partial:  # the rest of the split may hold them
-        warnings.append(found[1])
-    elif found:
-        problems.append({"file": None, "kind": found[0], "detail": found[1]})
-    if labelled == 0 and n:
-        warnings.append("no masks in this split: no label statistics")
-    entries, ignored = int(ids.sum()), int(ids[:, ignore].sum())
-    return {
-        "split": split, "dataset": type(dataset).__name__, "task": "multilabel",
-        "num_images": n, "total_images": total, "num_labelled": labelled,
-        "num_in_statistics": clean, "num_classes": num_labels, "ignore_index": ignore,
-        "image_sizes": _sizes(sizes), "channels": channels_entry(channel_sums),
-        "mask_pixels": entries, "ignored_pixels": ignored,  # pixel-label entries
-        "ignored_fraction": ignored / entries if entries else 0.0, "classes": classes,
-        "class_weights": None,  # median frequency balancing assumes one class per pixel
-        "absent_classes": [row["name"] for row in classes if row["pixels"] == 0],
-        "unexpected_values": {}, "num_problems": len(problems), "problems": problems,
-        "warnings": warnings,
-    }  # fmt: skip
-
-
-def _map(fn, n: int, workers: int):
-    """fn(0), ..., fn(n-1) in order, on `workers` threads."""
-    if workers <= 1 or n <= 1:
-        yield from map(fn, range(n))
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(fn, range(n))

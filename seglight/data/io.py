@@ -10,6 +10,7 @@ the raw mask (O(pixels), no second decode); the counts also serve the dataset au
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -77,6 +78,7 @@ class LabelMap:
             self.valid[raw] = True
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self._invalid_u8 = (~self.valid).astype(np.uint8)  # (256,) 1 where a value is invalid
 
     @classmethod
     def identity(cls, num_classes: int, ignore_index: int = 255) -> "LabelMap":
@@ -92,7 +94,15 @@ class LabelMap:
         return np.flatnonzero((counts > 0) & ~self.valid).tolist()
 
     def apply(self, raw: np.ndarray, path: str | Path) -> np.ndarray:
-        """Training ids (H, W) uint8 for stored values (H, W) uint8; raises on invalid values."""
+        """Training ids (H, W) uint8 for stored values (H, W) uint8; raises on invalid values.
+
+        uint8 masks take OpenCV's table lookup, for the check and the mapping (one pass each,
+        ~10x faster than np.bincount + numpy fancy indexing: benchmarks/data.py); the
+        per-value counts are only taken to name the bad values in the error."""
+        if raw.dtype == np.uint8 and raw.ndim == 2:
+            raw = np.ascontiguousarray(raw)
+            if not cv2.LUT(raw, self._invalid_u8).any():
+                return cv2.LUT(raw, self.lut)
         bad = self.invalid_values(self.counts(raw))
         if bad:
             raise DataError(

@@ -11,6 +11,7 @@ from seglight import profiling
 from seglight.cli import main
 from seglight.cli.benchmark import loading_warning
 from seglight.cli.lightning import build_cli
+
 from seglight_testing import QUICKSTART, TINY, one_error_line
 
 
