@@ -220,7 +220,19 @@ def load_module(
     if hparams_file is not None:
         checkpoint["hyper_parameters"] = _hparams_file(hparams_file, what)
     cls = cls or module_class(checkpoint, path, what, base)
-    return build_module(cls, checkpoint, strict, hparams, f"{what}: {path}")
+    module = build_module(cls, checkpoint, strict, hparams, f"{what}: {path}")
+    module.data_normalization = stored_normalization(checkpoint)
+    return module
+
+
+def stored_normalization(checkpoint: dict[str, Any]) -> tuple[list[float], list[float]] | None:
+    """(data.mean, data.std) of the run that saved `checkpoint` (the data module's state, which
+    Lightning stores under the data module's class name), or None (older files, other data)."""
+    for value in checkpoint.values():
+        found = value.get("normalization") if isinstance(value, dict) else None
+        if isinstance(found, dict) and {"mean", "std"} <= found.keys():
+            return [float(m) for m in found["mean"]], [float(s) for s in found["std"]]
+    return None
 
 
 def _hparams_file(path: str | Path, what: str) -> dict[str, Any]:

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 7 s of imports in a subprocess; `make test-all` runs it
 def test_data_benchmark_smoke_run():
     """benchmarks/data.py --quick on 2 images prints per-pipeline throughputs and the ratio."""
     out = subprocess.run(

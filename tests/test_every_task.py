@@ -74,14 +74,6 @@ def checkpoint(folder: Path, task: str) -> Path:
 # --- export -------------------------------------------------------------------------------------
 
 
-def normalization(task: str) -> list[str]:
-    """--mean/--std of the recipe's data (5 values for the 5-band recipe, whose checkpoint
-    cannot default to ImageNet's three)."""
-    if task != "multispectral":
-        return []
-    return ["--mean", "0.5,0.5,0.5,0.5,0.5", "--std", "0.3,0.3,0.3,0.3,0.3"]
-
-
 @pytest.mark.parametrize(
     "task", [*(pytest.param(t, marks=pytest.mark.slow) for t in ("binary", "multilabel")),
              "multispectral"],
@@ -92,7 +84,7 @@ def test_onnx_export_of_every_task_passes_parity_with_its_metadata(fitted, task,
     ckpt = checkpoint(fitted(task), task)
     output = ckpt.parent / f"{task}.onnx"
     args = ["export", "--ckpt_path", str(ckpt), "--output", str(output), "--example_size",
-            "41x45", "--check_sizes", "32x40,2x37x51", *normalization(task)]  # fmt: skip
+            "41x45", "--check_sizes", "32x40,2x37x51"]  # fmt: skip
     assert exit_code(args) == 0, capsys.readouterr().err
     in_channels, out_channels, names = LAYOUT[task]
     out = capsys.readouterr().out
@@ -108,7 +100,7 @@ def test_onnx_export_of_every_task_passes_parity_with_its_metadata(fitted, task,
     channels = "1" if task == "binary" else "num_classes"
     assert f"(batch, {channels}, height, width)" in meta["output_layout"]
     assert ("sigmoid >= threshold (0.5)" in meta["output_layout"]) == (task != "multispectral")
-    if task == "multispectral":
+    if task == "multispectral":  # the recipe's data.mean / data.std, stored in the checkpoint
         assert json.loads(meta["mean"]) == [0.5] * 5 and json.loads(meta["std"]) == [0.3] * 5
     # The graph's channel axes are fixed, batch / height / width dynamic; one more size, odd.
     dims = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
@@ -131,8 +123,7 @@ def test_torchscript_export_keeps_the_tasks_metadata(fitted, task, tmp_path, cap
     ckpt = checkpoint(fitted(task), task)
     output = tmp_path / f"{task}.pt"
     args = ["export", "--ckpt_path", str(ckpt), "--format", "torchscript", "--output",
-            str(output), "--example_size", "41x45", "--check_sizes", "2x32x40",
-            *normalization(task)]  # fmt: skip
+            str(output), "--example_size", "41x45", "--check_sizes", "2x32x40"]  # fmt: skip
     assert exit_code(args) == 0, capsys.readouterr().err
     in_channels, out_channels, _ = LAYOUT[task]
     assert f"2x{in_channels}x32x40: max abs diff" in capsys.readouterr().out
@@ -145,8 +136,15 @@ def test_torchscript_export_keeps_the_tasks_metadata(fitted, task, tmp_path, cap
         assert loaded(torch.zeros(1, in_channels, 24, 40)).shape == (1, out_channels, 24, 40)
 
 
-def test_export_of_a_5_band_model_without_its_normalization_says_what_to_pass(fitted, capsys):
-    ckpt = checkpoint(fitted("multispectral"), "multispectral")
+def test_export_of_a_5_band_file_without_its_normalization_says_what_to_pass(fitted, capsys):
+    """A checkpoint that does not record data.mean / data.std (written before seglight stored
+    them) cannot default to ImageNet's three values for 5 channels: one line says what to pass."""
+    saved = torch.load(checkpoint(fitted("multispectral"), "multispectral"), weights_only=True)
+    for value in saved.values():
+        if isinstance(value, dict):
+            value.pop("normalization", None)
+    ckpt = fitted("multispectral") / "old_style.ckpt"
+    torch.save(saved, ckpt)
     assert exit_code(["export", "--ckpt_path", str(ckpt), "--example_size", "41x45"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("seglight: error: mean:"), err

@@ -150,3 +150,27 @@ def test_export_metadata_says_how_to_read_a_multilabel_output():
     assert meta["task"] == "multilabel" and meta["num_classes"] == "3"
     assert "one logit per label" in meta["output_layout"]
     assert "sigmoid >= threshold (0.4)" in meta["output_layout"]
+
+
+def test_per_label_table_and_wandb_table_show_the_label_metrics():
+    from seglight.callbacks.reports import format_class_table
+    from seglight.callbacks.wandb_tables import class_metrics_media
+    from seglight.tasks import task_spec
+
+    spec = task_spec("multilabel", 2, 255, 0.5, ["road", "car"])
+    metric = spec.metrics()
+    target = torch.tensor([[[[1, 1, 0, 255]], [[0, 1, 1, 0]]]])  # (B=1, L=2, H=1, W=4)
+    metric.update(torch.tensor([[[[0.9, 0.2, 0.7, 0.9]], [[0.1, 0.8, 0.6, 0.1]]]]), target)
+    result = spec.result(metric.compute())
+    assert result["pixels"].tolist() == [2, 2] and int(result["counted"]) == 7
+    table = format_class_table(["road", "car"], result, "test per label", spec.per_class)
+    lines = table.splitlines()
+    assert lines[1].split() == ["class", "IoU", "F1", "Prec", "Recall"]
+    assert lines[3].split() == ["road", "33.33", "50.00", "50.00", "50.00"]  # tp 1, fp 1, fn 1
+    assert lines[4].split() == ["car", "100.00", "100.00", "100.00", "100.00"]
+    assert "micro IoU" in table and "micro F1" in table
+    media = class_metrics_media(["road", "car"], result, "test", spec.per_class)
+    assert set(media) == {"test/per_class"}  # independent labels: no confusion matrix
+    assert media["test/per_class"].columns == ["class", "IoU", "F1", "precision", "recall",
+                                               "pixels"]  # fmt: skip
+    assert media["test/per_class"].data[1] == ["car", 1.0, 1.0, 1.0, 1.0, 2]

@@ -92,13 +92,15 @@ def build_parser():
         "--mean",
         type=str | None,
         default=None,
-        help="Per-channel normalization mean, e.g. 0.485,0.456,0.406 (default: ImageNet's).",
+        help="Per-channel normalization mean, e.g. 0.485,0.456,0.406 (default: the run's "
+        "data.mean, stored in the checkpoint; ImageNet's for files that lack it).",
     )
     parser.add_argument(
         "--std",
         type=str | None,
         default=None,
-        help="Per-channel normalization std, e.g. 0.229,0.224,0.225 (default: ImageNet's).",
+        help="Per-channel normalization std, e.g. 0.229,0.224,0.225 (default: the run's "
+        "data.std, as --mean).",
     )
     parser.add_argument(
         "--check_sizes",
@@ -131,7 +133,8 @@ def _floats(text: str | None, default: Sequence[float], key: str, channels: int)
         values = list(default)
         if len(values) != channels:  # ImageNet's 3 values cannot serve a multispectral model
             raise ConfigError(
-                f"{key}: the model takes {channels} input channels, the default (ImageNet's) "
+                f"{key}: the model takes {channels} input channels, the default (the checkpoint "
+                f"records no data.{key}: ImageNet's) "
                 f"has {len(values)} values; pass --mean and --std with {channels} values each, "
                 f"the data config's data.mean / data.std"
             )
@@ -190,8 +193,10 @@ def run_export(argv: Sequence[str]) -> int:
     check_sizes = _sizes(cfg.check_sizes, "check_sizes")
     module = load_module(cfg.ckpt_path)
     in_channels = int(module.hparams.get("in_channels", 3))
-    mean = _floats(cfg.mean, IMAGENET_MEAN, "mean", in_channels)
-    std = _floats(cfg.std, IMAGENET_STD, "std", in_channels)
+    # The run's data.mean / data.std, from the checkpoint; ImageNet's for files without them.
+    stored = getattr(module, "data_normalization", None) or (IMAGENET_MEAN, IMAGENET_STD)
+    mean = _floats(cfg.mean, stored[0], "mean", in_channels)
+    std = _floats(cfg.std, stored[1], "std", in_channels)
     if any(s <= 0 for s in std):
         raise ConfigError(f"std: must be > 0, got {std}")
     ckpt = Path(cfg.ckpt_path)

@@ -216,7 +216,8 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader("train", self.batch_size, shuffle=True, drop_last=True)
 
     def state_dict(self) -> dict[str, Any]:
-        """The training sampler's seed and position, saved in every checkpoint by Lightning.
+        """The training sampler's seed and position, and data.mean / data.std, saved in every
+        checkpoint by Lightning.
 
         The position is saved rather than read from Lightning's loop counters on resume: a
         resumed run builds its training loader (to size the LR schedule, estimated_stepping_
@@ -225,6 +226,9 @@ class SegmentationDataModule(L.LightningDataModule):
         return {
             "train_seed": self.train_seed,
             "train_position": list(_train_position(self.trainer)),
+            # what the model's inputs were normalized with: `export` writes it into the graph's
+            # metadata (seglight.checkpoints.stored_normalization)
+            "normalization": {"mean": list(self.mean), "std": list(self.std)},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -100,18 +100,18 @@ def test_predict_streams_to_a_default_writer(in_tmp):
         ("multilabel", {"val/mIoU", "val/F1_micro", "val/F1/circle", "val/recall/cross"}),
     ],
 )
-def test_ddp_validation_equals_single_process(tmp_path, recipe, expected):
+def test_ddp_validation_equals_single_process(in_tmp, recipe, expected):
     """The validation loader (the one fit validates with) under 2 processes, 5 images, for each
     task: every count-based val/ number (mIoU, accuracies, per-class IoU, binary fg_IoU,
-    per-label F1) equals the single-process one exactly; the losses, float sums added in
-    another order, to float32 rounding."""
+    per-label F1) equals the single-process one (run in this process) exactly; the losses,
+    float sums added in another order, to float32 rounding."""
     config = str(ROOT / "configs" / f"{recipe}.yaml")
     validate = ["validate", "--config", config, *TINY, "--data.val_size=5",
                 "--data.eval_batch_size=2"]  # fmt: skip
+    main([*validate, "--trainer.accelerator=cpu", "--trainer.devices=1"])
     logged = {}
-    for devices in (1, 2):
-        cwd = run_on_cpus(tmp_path, devices, validate)
-        rows = csv.DictReader(open(next(cwd.rglob("metrics.csv"))))
+    for devices, cwd in ((1, in_tmp), (2, run_on_cpus(in_tmp, 2, validate))):
+        rows = csv.DictReader(open(next(cwd.glob("outputs/*/logs/version_0/metrics.csv"))))
         logged[devices] = {k: float(v) for r in rows for k, v in r.items()
                            if v and k.startswith("val/")}  # fmt: skip
     assert expected | {"val/loss"} <= set(logged[1])
