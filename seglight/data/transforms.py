@@ -26,6 +26,7 @@ them when built, naming them (RandomBrightnessContrast, RandomGamma, GaussNoise,
 
 import inspect
 import math
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -225,12 +226,17 @@ def seed_pipeline(pipeline: A.BaseCompose, seed: int) -> None:
     Compose.set_random_seed(seed) gives all transforms the very same seed, so transforms that
     draw alike decide alike: HorizontalFlip(p=0.5) and VerticalFlip(p=0.5) would always flip
     together (albumentations 2.0.8). Here the n-th transform (depth first) gets seed (seed, n).
+    Each node is set as its own set_random_seed would (seed, random_generator, py_random) but
+    alone: a Compose's set_random_seed also reseeds all its children, which would be seeded
+    twice (this runs for every training sample: half the cost, benchmarks/data.py).
     """
     transforms = [pipeline]
     n = 0
     while transforms:
         t = transforms.pop(0)
-        # A Compose's own set_random_seed reseeds its children too: they are reseeded after it.
-        t.set_random_seed(int(np.random.SeedSequence([seed, n]).generate_state(1)[0]))
+        node_seed = int(np.random.SeedSequence([seed, n]).generate_state(1)[0])
+        t.seed = node_seed
+        t.random_generator = np.random.default_rng(node_seed)
+        t.py_random = random.Random(node_seed)
         n += 1
         transforms[:0] = [c for c in getattr(t, "transforms", []) if hasattr(c, "set_random_seed")]

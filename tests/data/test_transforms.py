@@ -103,3 +103,27 @@ def test_transforms_of_a_pipeline_draw_independently():
     # The top-left value tells which flips happened: 0 none, 1 horizontal, 2 vertical, 3 both.
     seen = {int(pipeline(image=image, mask=mask)["mask"][0, 0]) for _ in range(40)}
     assert seen == {0, 1, 2, 3}
+
+
+def test_seeding_each_node_alone_equals_albumentations_own_seeding():
+    """seed_pipeline sets each node as its own set_random_seed would, without a Compose's
+    reseeding of its children: every node ends in the state set_random_seed((seed, n)) gives."""
+    import random as pyrandom
+
+    from seglight.data.transforms import build_pipeline, seed_pipeline, train_preset
+
+    pipeline = build_pipeline(train_preset((32, 32)) + [{"name": "OneOf", "transforms": [
+        {"name": "Blur"}, {"name": "GaussNoise"}]}], 255)  # fmt: skip
+    seed_pipeline(pipeline, 1234)
+    nodes, queue = [], [pipeline]
+    while queue:
+        node = queue.pop(0)
+        nodes.append(node)
+        queue[:0] = [c for c in getattr(node, "transforms", []) if hasattr(c, "set_random_seed")]
+    assert len(nodes) > 8
+    for n, node in enumerate(nodes):
+        expected = int(np.random.SeedSequence([1234, n]).generate_state(1)[0])
+        reference = np.random.default_rng(expected)
+        assert node.seed == expected
+        assert node.random_generator.bit_generator.state == reference.bit_generator.state
+        assert node.py_random.getstate() == pyrandom.Random(expected).getstate()
