@@ -24,6 +24,7 @@ from seglight.checkpoints import load_module
 from seglight.compat import _restricted_classmethod
 from seglight.errors import ConfigError
 from seglight.evaluation import EvalProtocol, predict_logits, split_images
+from seglight.image_scores import ImageScores
 from seglight.input_check import forward_checked
 from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
@@ -135,6 +136,7 @@ class SegmentationModule(L.LightningModule):
         self.nonfinite = NonFiniteGuard(nonfinite_loss, nonfinite_batch_dir)
         # The last computed metrics per stage, as plain tensors, for reports and callbacks.
         self.last_metrics: dict[str, dict[str, torch.Tensor]] = {}
+        self.image_scores = ImageScores()  # test: each image's headline score, the worst kept
         self.configure_models()
         speed_up(self.net, compile, channels_last)  # in place: state_dict names stay the net's
         self.channels_last = channels_last
@@ -244,6 +246,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_test_start(self) -> None:
         self._announce_protocol()
+        self.image_scores = ImageScores()  # this process's test images: name, headline score
 
     def on_predict_start(self) -> None:
         self._announce_protocol()
@@ -304,7 +307,13 @@ class SegmentationModule(L.LightningModule):
                 if key not in losses:  # a term a subclass's compute_loss adds
                     losses[key] = _mean_metric().to(value.device)
                 losses[key].update(value.detach().double(), labelled)
-            metrics.update(self.metric_inputs(out["logits"]), one["mask"])
+            inputs = self.metric_inputs(out["logits"])
+            metrics.update(inputs, one["mask"])
+            if stage == "test":  # the per-image report (ClassReport): which images fail
+                name = one["name"][0] if "name" in one else str(len(self.image_scores))
+                score = self.spec.image_score(inputs, one["mask"])
+                pred = self.spec.masks(out["logits"])
+                self.image_scores.add(name, score, one["image"], one["mask"], pred)
 
     def _announce_protocol(self) -> None:
         """Print the evaluation protocol once per run, so every result says how it was made."""

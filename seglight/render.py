@@ -102,7 +102,8 @@ def draw_grid(
     titles: tuple[str, ...] = ("image", "ground truth", "prediction"),
 ) -> Image.Image:
     """Column `titles` (HEADER px), then one row per image: image | ground truth overlay |
-    prediction overlay, tiles of the largest image's size (GAP px apart, top-left aligned);
+    prediction overlay (| the row's "error" picture, when rows have one), tiles of the largest
+    image's size (GAP px apart, top-left aligned);
     then one legend line per class that appears in any shown mask or prediction. Masks: (H, W)
     class ids or (L, H, W) 0/1 per label."""
     cell_h = max(r["image"].shape[0] for r in rows)
@@ -111,18 +112,19 @@ def draw_grid(
         set().union(*(present(m, len(names)) for r in rows for m in (r["mask"], r["pred"])))
     )
     legend_w = 16 + 6 * max((len(names[c]) for c in shown), default=0)
-    width = max(3 * cell_w + 2 * GAP, legend_w)
+    columns = 3 + any("error" in r for r in rows)
+    width = max(columns * cell_w + (columns - 1) * GAP, legend_w)
     top = HEADER + len(rows) * (cell_h + GAP)
     canvas = Image.new("RGB", (width, top + LINE * len(shown)), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for j, title in enumerate(titles):  # PIL's default font: ~6 px a character
         draw.text((j * (cell_w + GAP), 1), title[: max(1, cell_w // 6)], fill=(255, 255, 255))
     for i, row in enumerate(rows):
-        tiles = (
+        tiles = [
             row["image"],
             overlay(row["image"], row["mask"], palette, alpha),
             overlay(row["image"], row["pred"], palette, alpha),
-        )
+        ] + ([row["error"]] if "error" in row else [])
         for j, tile in enumerate(tiles):
             canvas.paste(Image.fromarray(tile), (j * (cell_w + GAP), HEADER + i * (cell_h + GAP)))
     for k, c in enumerate(shown):
@@ -130,6 +132,20 @@ def draw_grid(
         draw.rectangle((2, y + 2, 11, y + 11), fill=tuple(int(v) for v in palette[c]))
         draw.text((15, y), names[c], fill=(255, 255, 255))
     return canvas
+
+
+def error_map(image: np.ndarray, mask: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8: red where a labelled pixel is predicted wrong (multi-label (L, H, W):
+    any labelled label wrong), grey where nothing is labelled, the image dimmed where right."""
+    if mask.ndim == 3:
+        labelled = (mask != IGNORE).any(0)
+        wrong = ((mask != IGNORE) & (mask != pred)).any(0)
+    else:
+        labelled, wrong = mask != IGNORE, (mask != IGNORE) & (mask != pred)
+    out = (image.astype(np.float32) * 0.4).astype(np.uint8)
+    out[~labelled] = (128, 128, 128)
+    out[wrong] = (230, 25, 25)
+    return out
 
 
 def confusion_image(confmat: torch.Tensor, class_names: list[str]) -> Image.Image:

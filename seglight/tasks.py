@@ -51,6 +51,17 @@ class MulticlassSpec:
     def metrics(self) -> Metric:
         return SegmentationMetrics(self.num_classes, self.ignore_index)
 
+    def image_score(self, inputs: torch.Tensor, mask: torch.Tensor) -> float:
+        """One image's `headline` for the per-image report: metric inputs and mask of a batch
+        of 1, e.g. (1, H, W); the mean IoU over the classes in its truth or prediction (NaN
+        when it has no labelled pixel). One host sync."""
+        keep = mask != self.ignore_index
+        k = self.num_classes
+        counts = torch.bincount(mask[keep] * k + inputs[keep], minlength=k * k).view(k, k)
+        return _mean_iou(
+            counts.diag(), counts.sum(0) - counts.diag(), counts.sum(1) - counts.diag()
+        )
+
     def result(self, computed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The metric's computed dict as tables and reports read it (per-class IoU/acc,
         confmat, means, pixels, counted), plus the task's own numbers."""
@@ -77,6 +88,13 @@ class BinarySpec(MulticlassSpec):
 
     def metrics(self) -> Metric:
         return BinarySegmentationMetrics(self.threshold, self.ignore_index)
+
+    def image_score(self, inputs: torch.Tensor, mask: torch.Tensor) -> float:
+        """The image's foreground IoU (NaN when neither truth nor prediction has foreground)."""
+        keep = mask != self.ignore_index
+        pred, truth = inputs[keep] >= self.threshold, mask[keep] == 1
+        return _mean_iou(*(torch.stack([(a & b).sum()]) for a, b in
+                           ((pred, truth), (pred, ~truth), (~pred, truth))))  # fmt: skip
 
     def result(self, computed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         result = class_view(computed["confmat"])  # the 2-class view for tables and reports
@@ -105,9 +123,26 @@ class MultilabelSpec(MulticlassSpec):
     def metrics(self) -> Metric:
         return MultilabelSegmentationMetrics(self.num_classes, self.threshold, self.ignore_index)
 
+    def image_score(self, inputs: torch.Tensor, mask: torch.Tensor) -> float:
+        """The image's mean IoU over the labels in its truth or prediction."""
+        keep = mask != self.ignore_index  # (1, L, H, W)
+        pred, truth = (inputs >= self.threshold) & keep, (mask == 1) & keep
+        dims = (0, 2, 3)
+        return _mean_iou((pred & truth).sum(dims), (pred & ~truth).sum(dims),
+                         (~pred & truth).sum(dims))  # fmt: skip
+
     def result(self, computed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         counts = computed["counts"]  # (L, 4) [tp, fp, fn, tn]
         return computed | {"pixels": counts[:, 0] + counts[:, 2], "counted": counts.sum()}
+
+
+def _mean_iou(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> float:
+    """Mean of tp / (tp + fp + fn) over the entries where that is defined; NaN if none is."""
+    union = (tp + fp + fn).double()
+    defined = union > 0
+    if not bool(defined.any()):
+        return float("nan")
+    return float((tp.double()[defined] / union[defined]).mean())
 
 
 def _with_counts(result: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

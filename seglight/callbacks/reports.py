@@ -8,7 +8,10 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from seglight.callbacks.image_report import draw_worst, write_image_scores
 from seglight.figures import confusion_figure, iou_bars
+from seglight.html_report import build_html
+from seglight.image_scores import ImageScores
 
 HEADERS = {"IoU": "IoU", "acc": "Acc", "F1": "F1", "precision": "Prec", "recall": "Recall"}
 # The macro mean of a per-class column as the metric computed it (else the column's nanmean).
@@ -23,17 +26,22 @@ def report_columns(pl_module: L.LightningModule) -> tuple[str, ...]:
 
 class ClassReport(L.Callback):
     """Print the per-class (multilabel: per-label) table after `test` and `validate` (not during
-    fit); after `test`, also write test_report.json, test_report.csv, test_iou.png (IoU bars)
-    and, for one class per pixel, test_confusion.png (rows = ground truth, normalized per row,
-    both axes named, values printed) into the run's log dir."""
+    fit); after `test`, also write into the run's log dir test_report.json, test_report.csv,
+    test_iou.png (IoU bars), for one class per pixel test_confusion.png (rows = ground truth,
+    normalized per row, both axes named, values printed), test_images.csv (each image's
+    headline score, lowest first), test_worst.png (the lowest-scoring images: image | truth |
+    prediction | error) and test_report.html, all of it in one self-contained page."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._print(pl_module, "test")
+        scores = getattr(pl_module, "image_scores", None)
+        scores = scores.gathered() if scores is not None else None  # every process takes part
         # log_dir broadcasts from rank 0 under DDP: every process must ask, only rank 0 writes.
-        self._write(Path(trainer.log_dir or trainer.default_root_dir), trainer, pl_module)
+        self._write(Path(trainer.log_dir or trainer.default_root_dir), trainer, pl_module, scores)
 
     @rank_zero_only
-    def _write(self, folder: Path, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _write(self, folder: Path, trainer: L.Trainer, pl_module: L.LightningModule,
+               scores: ImageScores | None = None) -> None:  # fmt: skip
         result = getattr(pl_module, "last_metrics", {}).get("test")
         if result is None:
             return
@@ -49,6 +57,9 @@ class ClassReport(L.Callback):
         report["task"] = getattr(pl_module, "task", "multiclass")
         if report["task"] != "multiclass":  # the decision threshold of the sigmoid tasks
             report["threshold"] = pl_module.threshold
+        if scores is not None and len(scores):
+            metric = spec.headline if spec is not None else "mIoU"
+            report["images"] = write_image_scores(folder, scores, metric)
         (folder / "test_report.json").write_text(json.dumps(report, indent=2))
         with open(folder / "test_report.csv", "w", newline="") as f:
             writer = csv.writer(f)
@@ -57,12 +68,21 @@ class ClassReport(L.Callback):
                 writer.writerow([row["name"], *(row[c] for c in columns), row["pixels"]])
         names = pl_module.class_names
         what = "label" if report["task"] == "multilabel" else "class"
-        iou_bars(names, result["IoU"], f"test IoU per {what}").save(folder / "test_iou.png")
-        files = "test_report.json, .csv, test_iou.png"
+        pictures = {f"IoU per {what}": iou_bars(names, result["IoU"], f"test IoU per {what}")}
+        pictures["IoU per " + what].save(folder / "test_iou.png")
+        files = "test_report.json, .csv, .html, test_iou.png"
         if "confmat" in result:  # independent labels have per-label counts instead
             title = "test confusion matrix (rows sum to 100%)"
-            confusion_figure(result["confmat"], names, title).save(folder / "test_confusion.png")
+            pictures["confusion matrix"] = confusion_figure(result["confmat"], names, title)
+            pictures["confusion matrix"].save(folder / "test_confusion.png")
             files += ", test_confusion.png"
+        worst = draw_worst(scores, trainer.datamodule, names) if report.get("images") else None
+        if worst is not None:
+            pictures["lowest-scoring images"] = worst
+            worst.save(folder / "test_worst.png")
+            files += ", test_images.csv, test_worst.png"
+        html = build_html(report, columns, pictures)
+        (folder / "test_report.html").write_text(html, encoding="utf-8")
         print(f"test report: {folder}: {files}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from seglight.cli import main
@@ -121,3 +122,68 @@ def test_ddp_validation_equals_single_process(in_tmp, recipe, expected):
             assert np.isclose(logged[2][key], value, rtol=1e-6, atol=0), key
         else:
             assert logged[2][key] == value or (np.isnan(value) and np.isnan(logged[2][key])), key
+
+
+def test_per_image_scores_worst_images_and_the_html_report(in_tmp):
+    """test_images.csv holds every test image's mIoU (numpy on the model's own prediction, each
+    image alone), lowest first; test_worst.png draws the worst with 4 titled columns; the HTML
+    page embeds every picture (no external file or script) and names the worst images."""
+    from html.parser import HTMLParser
+
+    c = main(TEST)
+    run = in_tmp / "outputs/quickstart/logs/version_0"
+    rows = list(csv.DictReader(open(run / "test_images.csv")))
+    assert len(rows) == 5 and list(rows[0]) == ["image", "mIoU"]
+    model, dataset = c.model.eval(), c.datamodule.datasets["test"]
+    expected = {}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        with torch.no_grad():
+            pred = model.predict_step({"image": item["image"][None]}, i)[0].numpy()
+        truth = item["mask"].numpy()
+        keep = truth != 255
+        ious = [((pred == k) & (truth == k) & keep).sum() / union
+                for k in range(model.num_classes)
+                if (union := (((pred == k) | (truth == k)) & keep).sum())]  # fmt: skip
+        expected[item["name"]] = float(np.mean(ious))
+    scores = [float(r["mIoU"]) for r in rows]
+    assert scores == sorted(scores)
+    for row in rows:
+        assert float(row["mIoU"]) == pytest.approx(expected[row["image"]], abs=1e-9)
+    report = report_of(in_tmp)
+    assert report["images"]["count"] == 5 and report["images"]["metric"] == "mIoU"
+    assert [w["name"] for w in report["images"]["worst"]] == [r["image"] for r in rows]
+    worst = Image.open(run / "test_worst.png")
+    assert worst.width >= 4 * 96  # image | ground truth | prediction | error, enlarged
+
+    class Sources(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.sources, self.tags = [], set()
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.add(tag)
+            self.sources += [v for k, v in attrs if k in ("src", "href")]
+
+    page = (run / "test_report.html").read_text()
+    parser = Sources()
+    parser.feed(page)
+    assert "script" not in parser.tags and "link" not in parser.tags
+    assert len(parser.sources) == 3  # IoU bars, confusion matrix, worst images
+    assert all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert all(name in page for name in CLASS_NAMES) and rows[0]["image"] in page
+
+
+def test_image_scores_keep_the_lowest_and_put_undefined_last():
+    from seglight.image_scores import ImageScores
+
+    scores = ImageScores(keep=3)
+    one = torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)
+    for name, score in [("a", 0.5), ("b", float("nan")), ("c", 0.1), ("d", 0.9), ("e", 0.2),
+                        ("f", 0.1)]:  # fmt: skip
+        scores.add(name, score, *one)
+    assert [w.name for w in scores.worst()] == ["c", "f", "e"] and len(scores) == 6
+    nan_only = ImageScores(keep=2)
+    nan_only.add("x", float("nan"), *one)
+    nan_only.add("y", 0.3, *one)
+    assert [w.name for w in nan_only.worst()] == ["y", "x"]
