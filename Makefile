@@ -30,7 +30,7 @@ demo: $(STAMP)  ## fit on the built-in data, test (report files), predict PNG ma
 	$(PY) -m seglight predict $(DEMO) --ckpt_path $(CKPT)
 	$(PY) -m seglight export --ckpt_path $(CKPT)
 	@echo "Predicted masks (palette PNGs): $(RUN_DIR)/predictions/"
-	@echo "Test report: $(RUN_DIR)/logs/version_*/test_report.{json,csv}, test_confusion.png"
+	@echo "Test report: $(RUN_DIR)/logs/version_*/test_report.html (and .json, .csv, pictures)"
 	@echo "ONNX model: $(RUN_DIR)/checkpoints/best.onnx"
 
 test: $(STAMP)  ## the fast test suite (CPU, a few minutes)
