@@ -75,23 +75,9 @@ class SegmentationMetrics(MulticlassJaccardIndex):
     def compute(self) -> dict[str, torch.Tensor]:
         """{"mIoU", "pixel_acc", "mAcc": scalars; "IoU", "acc": (C,) per class, NaN if absent;
         "confmat": (C, C) counts, rows = ground truth}."""
-        confmat = self.confmat.double()
-        tp = confmat.diag()
-        gt = confmat.sum(1)
-        union = gt + confmat.sum(0) - tp
-        iou = super().compute().double()  # torchmetrics' per-class IoU, 0 where union is 0
-        iou = torch.where(union > 0, iou, torch.nan)
-        acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.nan)
         # No labelled pixel at all (an unlabelled split): every value is undefined, NaN — never
-        # a 0 that reads like a result.
-        return {
-            "mIoU": iou.nanmean(),
-            "pixel_acc": tp.sum() / confmat.sum(),
-            "mAcc": acc.nanmean(),
-            "IoU": iou,
-            "acc": acc,
-            "confmat": self.confmat.clone(),  # (C, C), summed over processes like the rest
-        }
+        # a 0 that reads like a result. (class_view: the same numbers from any matrix.)
+        return class_view(self.confmat)
 
 
 class _ThresholdedCounts(Metric):
@@ -245,7 +231,7 @@ class MultilabelSegmentationMetrics(_ThresholdedCounts):
 def class_view(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
     """The per-class numbers SegmentationMetrics.compute gives, from a (C, C) confusion matrix
     (rows = ground truth): a binary result reads like a 2-class one in tables and reports."""
-    counts = confmat.double()
+    counts = confmat.double()  # (C, C), summed over processes like the rest
     tp, gt, pred = counts.diag(), counts.sum(1), counts.sum(0)
     union = gt + pred - tp
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)

@@ -312,7 +312,7 @@ class SegmentationModule(L.LightningModule):
             if stage == "test":  # the per-image report (ClassReport): which images fail
                 name = one["name"][0] if "name" in one else str(len(self.image_scores))
                 score = self.spec.image_score(inputs, one["mask"])
-                pred = self.spec.masks(out["logits"])
+                pred = self.spec.masks_of_inputs(inputs)  # no second argmax / sigmoid
                 self.image_scores.add(name, score, one["image"], one["mask"], pred)
 
     def _announce_protocol(self) -> None:

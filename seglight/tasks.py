@@ -48,6 +48,10 @@ class MulticlassSpec:
         """What the metrics count from logits (B, K, H, W)."""
         return logits.argmax(1)
 
+    def masks_of_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`masks` from what metric_inputs gave, without going back to the logits."""
+        return inputs
+
     def metrics(self) -> Metric:
         return SegmentationMetrics(self.num_classes, self.ignore_index)
 
@@ -86,6 +90,9 @@ class BinarySpec(MulticlassSpec):
     def metric_inputs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[:, 0].float().sigmoid()  # (B, H, W) foreground probability
 
+    def masks_of_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        return (inputs >= self.threshold).long()  # probabilities -> 0/1, as `masks`
+
     def metrics(self) -> Metric:
         return BinarySegmentationMetrics(self.threshold, self.ignore_index)
 
@@ -119,6 +126,9 @@ class MultilabelSpec(MulticlassSpec):
 
     def metric_inputs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().sigmoid()  # (B, L, H, W) per-label probabilities
+
+    def masks_of_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        return (inputs >= self.threshold).long()
 
     def metrics(self) -> Metric:
         return MultilabelSegmentationMetrics(self.num_classes, self.threshold, self.ignore_index)
