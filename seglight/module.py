@@ -30,6 +30,7 @@ from seglight.losses import LossConfig, build_loss
 from seglight.metrics import SegmentationMetrics
 from seglight.networks import build_model, output_stride
 from seglight.networks.compiled import CompileSetting, as_contiguous, speed_up, to_channels_last
+from seglight.networks.parts import encoder_lr_groups, scale_group_lrs
 from seglight.nonfinite import NonFiniteGuard, NonFiniteLoss
 from seglight.schedulers import _TrainerLengthLR
 from seglight.tasks import Task, task_spec
@@ -82,6 +83,9 @@ class SegmentationModule(L.LightningModule):
             {backend: inductor, dynamic: true}; checkpoints keep the plain network's names.
         channels_last: network weights and input batches in torch.channels_last memory format
             (faster convolutions on recent GPUs); logits come back in the default format.
+        encoder_lr_factor: the encoder (smp `net.encoder`, torchvision `backbone`) trains at
+            this times the optimizer's learning rate, under the same schedule (e.g. 0.1 to
+            fine-tune a pretrained encoder gently); 1 = one learning rate for all.
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class SegmentationModule(L.LightningModule):
         threshold: float = 0.5,
         compile: CompileSetting = None,
         channels_last: bool = False,
+        encoder_lr_factor: float = 1.0,
     ) -> None:
         super().__init__()
         # Callables are not hyper-parameters a checkpoint can rebuild; LightningCLI records the
@@ -140,6 +145,8 @@ class SegmentationModule(L.LightningModule):
         self.configure_models()
         speed_up(self.net, compile, channels_last)  # in place: state_dict names stay the net's
         self.channels_last = channels_last
+        self.encoder_lr_factor = encoder_lr_factor
+        encoder_lr_groups([], self.net, arch, encoder_lr_factor)  # a bad value fails here
         self.configure_losses()
         self.configure_metrics()
 
@@ -261,7 +268,11 @@ class SegmentationModule(L.LightningModule):
         # A class as the signature default would be clearer, but jsonargparse then loses it when
         # `--model` switches to a subclass; so null stands for AdamW.
         make_optimizer = self.optimizer or torch.optim.AdamW
-        optimizer = make_optimizer(self.parameters())
+        groups = encoder_lr_groups(
+            list(self.named_parameters()), self.net, self.hparams.arch, self.encoder_lr_factor
+        )
+        optimizer = make_optimizer(groups)
+        scale_group_lrs(optimizer)  # the encoder's group: lr * encoder_lr_factor
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)

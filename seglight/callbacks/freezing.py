@@ -10,9 +10,10 @@ eval mode during training: they normalise with their running statistics, which d
 (Lightning's own `freeze(train_bn=False)` only stops the statistics from updating; the layers
 would still normalise with each batch's statistics.)
 
-All parameters stay in the optimizer LightningCLI builds (one group, one LR schedule); a frozen
-one has no gradient, so the optimizer skips it. Unfreezing turns its gradient back on: it then
-trains with the same learning rate and schedule as the rest.
+All parameters stay in the optimizer the module builds; a frozen one has no gradient, so the
+optimizer skips it. Unfreezing turns its gradient back on: it then trains with the schedule of
+the rest, at `model.encoder_lr_factor` times their learning rate (1 by default; e.g. 0.1 to
+fine-tune a pretrained encoder gently).
 """
 
 from collections.abc import Iterable
@@ -24,22 +25,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
 from seglight.errors import ConfigError
+from seglight.networks import parts
 
 
 def network_parts(pl_module: L.LightningModule) -> tuple[nn.Module, nn.Module | None]:
-    """(encoder, decoder) of the module's network: smp's net.encoder / net.decoder, or a
-    torchvision model's backbone (its classifier is also its head: decoder None)."""
-    net = getattr(pl_module, "net", None)
-    if hasattr(net, "encoder") and hasattr(net, "decoder"):  # segmentation_models_pytorch
-        return net.encoder, net.decoder
-    inner = getattr(net, "net", None)  # seglight.networks.torchvision_models wraps the model
-    if hasattr(inner, "backbone"):
-        return inner.backbone, None
-    raise ConfigError(
-        f"FreezeEncoder: model.arch {pl_module.hparams.get('arch')!r} has no encoder to freeze "
-        "(expected net.encoder and net.decoder as in smp models, or a torchvision model's "
-        "net.net.backbone)"
-    )
+    """(encoder, decoder) of the module's network (seglight.networks.parts.network_parts)."""
+    arch = pl_module.hparams.get("arch")
+    return parts.network_parts(getattr(pl_module, "net", None), arch, "FreezeEncoder")
 
 
 class FreezeEncoder(BaseFinetuning):

@@ -114,5 +114,7 @@ def test_one_line_errors():
     with pytest.raises(ConfigError, match="not supported with several processes"):
         FreezeEncoder(unfreeze_at_epoch=2).setup(SimpleNamespace(world_size=2), module, "fit")
     module.net = torch.nn.Conv2d(3, 2, 1)  # a network without encoder/backbone
-    with pytest.raises(ConfigError, match="model.arch 'Unet' has no encoder to freeze"):
+    with pytest.raises(
+        ConfigError, match="FreezeEncoder: model.arch 'Unet' has no separate encoder"
+    ):
         FreezeEncoder().freeze_before_training(module)
