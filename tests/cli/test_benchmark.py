@@ -9,8 +9,8 @@ from torch import nn
 
 from seglight import profiling
 from seglight.cli import main
-from seglight.cli.benchmark import loading_warning
 from seglight.cli.lightning import build_cli
+from seglight.profiling.report import loading_warning
 
 from seglight_testing import QUICKSTART, TINY, one_error_line
 
