@@ -54,6 +54,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "k-fold cross-validation: fit + test per fold, mean ± std per metric and class",
         "seglight.cli.cv:run_cv",
     ),
+    "convert": Subcommand(
+        "write a dataset split as LitData chunks + manifest (folder or s3://) for streaming",
+        "seglight.cli.convert:run_convert",
+    ),
     "benchmark": Subcommand(
         "params, FLOPs, latency, throughput and peak memory of a model, as a JSON and a row",
         "seglight.cli.benchmark:run_benchmark",

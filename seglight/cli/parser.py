@@ -12,7 +12,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from seglight.errors import ConfigError, NonFiniteLossError, did_you_mean
+from seglight.errors import ConfigError, NonFiniteLossError, did_you_mean, streaming_failure
 
 DEFAULT_MODEL = "seglight.module.SegmentationModule"
 DEFAULT_DATA = "seglight.data.synthetic.SyntheticDataModule"
@@ -131,7 +131,11 @@ def one_line_errors() -> Iterator[None]:
     except Exception as e:  # noqa: BLE001 - re-raised unless it is a ConfigError in disguise
         config_error = _find_config_error(e)
         if config_error is None:
-            raise
+            stream_error = streaming_failure(e)  # the object store went away mid-run: status 1
+            if stream_error is None:
+                raise
+            sys.stderr.write(f"seglight: error: {stream_error}\n")
+            sys.exit(1)
         sys.stderr.write(f"seglight: error: {_original_message(config_error)}\n")
         sys.exit(2)
 

@@ -5,6 +5,7 @@ from seglight.data.base import SegmentationDataModule
 from seglight.data.cityscapes import CityscapesDataModule
 from seglight.data.dataset import FileDataset, Sample, SegmentationDataset
 from seglight.data.folder import FolderDataModule
+from seglight.data.streaming import StreamingDataModule
 from seglight.data.synthetic import SyntheticDataModule
 from seglight.data.voc import VOCDataModule
 
@@ -18,4 +19,5 @@ __all__ = [
     "FolderDataModule",
     "CityscapesDataModule",
     "ADE20KDataModule",
+    "StreamingDataModule",
 ]

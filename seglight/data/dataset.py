@@ -62,7 +62,17 @@ class SegmentationDataset(Dataset):
         return self._get(index)
 
     def _get(self, index: int) -> dict:
-        sample = self.load(index)
+        return self.transform_sample(self.load(index))
+
+    def transform_seeded(self, sample: Sample, seed: int) -> dict:
+        """transform_sample with its randomness from `seed` alone (as a SampleKey's): for
+        samples decoded elsewhere, e.g. streamed (seglight.data.streaming)."""
+        with _seeded_rngs(seed):
+            self.reseed(seed)
+            return self.transform_sample(sample)
+
+    def transform_sample(self, sample: Sample) -> dict:
+        """A decoded sample -> the batch-dict item (the transform applied, masks checked)."""
         mask = sample.mask
         labels = () if self.num_labels is None else (self.num_labels,)
         if mask is None:

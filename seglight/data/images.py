@@ -123,6 +123,14 @@ def decode_image(
         raise DataError(f"{path}: image file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read image file: {e.strerror or e}") from None
+    return decode_image_bytes(data, path, exif_orientation, bands)
+
+
+def decode_image_bytes(
+    data: bytes, path: str | Path, exif_orientation: bool = True, bands: Sequence[int] | None = None
+) -> DecodedImage:
+    """decode_image of a file's bytes already read (e.g. streamed); `path` is the file's name,
+    for its suffix and the errors."""
     try:
         if is_multiband(data, path):
             pixels, orientation, stored = decode_multiband(data, path)
