@@ -182,10 +182,12 @@ def _manifest(datamodule, split, output, table, options, source) -> dict[str, An
         "bands": options["bands"],
         "channels": channels_entry(sums),  # mean / std per band, [0, 1] units: data.mean / std
         # what the source module trained with: StreamingDataModule's defaults
-        "train_transforms": _plain(datamodule.train_transforms
-                                   or datamodule.default_train_transforms()),
-        "eval_transforms": _plain(datamodule.eval_transforms
-                                  or datamodule.default_eval_transforms()),
+        "train_transforms": _plain(
+            datamodule.train_transforms or datamodule.default_train_transforms()
+        ),
+        "eval_transforms": _plain(
+            datamodule.eval_transforms or datamodule.default_eval_transforms()
+        ),
         "normalization": {"mean": list(datamodule.mean), "std": list(datamodule.std)},
         "class_pixels": dict(zip([*datamodule.class_names, "unlabelled"], per_class, strict=True)),
         "source": {

@@ -162,7 +162,12 @@ class StreamingDataModule(SegmentationDataModule):
         state, self._stream_state = self._stream_state, None
         epoch, batches = position or _train_position(self.trainer)
         if batches and state is not None:
-            loader.load_state_dict(state)  # mid-epoch: where the saved loader stood
+            # mid-epoch: where the saved loader stood. The chunk cache may have moved (another
+            # cache_dir, node or machine); the data's identity is its URL, checked by LitData.
+            dataset_state = state["dataset"]
+            if dataset_state.get("input_dir_url"):
+                dataset_state["input_dir_path"] = self.datasets["train"].input_dir.path
+            loader.load_state_dict(state)
         else:
             loader.current_epoch = epoch  # LitData counts epochs from 1; its next is epoch + 1
         self._train_loader = loader
