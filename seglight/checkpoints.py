@@ -139,6 +139,13 @@ def check_matches_model(
     encoder or number of classes): the first missing, unexpected or differently shaped one."""
     expected = model.state_dict()
     saved = checkpoint["state_dict"]
+    # weights of encoder stages the model no longer builds (seglight.networks.parts.
+    # drop_unused_stages): files saved before they were dropped still load
+    net = getattr(model, "net", None)
+    dropped = [f"net.encoder.{p}." for p in getattr(getattr(net, "encoder", None),
+                                                   "seglight_dropped", [])]  # fmt: skip
+    for key in [k for k in saved if k not in expected and k.startswith(tuple(dropped or ["\0"]))]:
+        del saved[key]
     missing = [k for k in expected if k not in saved]
     unexpected = [k for k in saved if k not in expected]
     shape = {k: tuple(getattr(v, "shape", ())) for k, v in saved.items()}

@@ -245,3 +245,21 @@ def test_timm_encoder_weights_from_a_local_file(tmp_path):
         ConfigError, match="'conv1.weight' has shape \\[64, 3, 7, 7\\].*in_channels"
     ):
         build_model("Unet", "tu-resnet18", str(path), 4, 2)
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_stages_left_out_by_encoder_depth_are_dropped(depth, tmp_path):
+    # smp 0.6 builds resnet18's layer4 (8.4 M weights) for encoder_depth 4 and never runs it:
+    # DDP refuses parameters without a gradient. seglight drops them; checkpoints that still
+    # hold them (saved before) load.
+    from seglight import SegmentationModule
+    from seglight.checkpoints import check_matches_model
+
+    kwargs = {"encoder_depth": depth, "decoder_channels": [16] * depth}
+    module = SegmentationModule(num_classes=3, model_kwargs=kwargs)
+    module.net(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in module.parameters())
+    assert not any(k.startswith("net.encoder.layer4.") for k in module.state_dict())
+    old = {**module.state_dict(), "net.encoder.layer4.0.conv1.weight": torch.zeros(512, 256, 3, 3)}
+    check_matches_model("old.ckpt", {"state_dict": old}, module)  # no error: the key is dropped
+    assert "net.encoder.layer4.0.conv1.weight" not in old

@@ -30,6 +30,7 @@ from seglight.networks.checks import (
     value_error_message,
 )
 from seglight.networks.encoder_weights import OFFLINE_HINT, load_encoder_state, local_weights
+from seglight.networks.parts import drop_unused_stages
 from seglight.networks.torchvision_models import (
     TORCHVISION_ARCHS,
     TORCHVISION_PREFIX,
@@ -149,6 +150,7 @@ def _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kw
         check_dpt_strides(model, encoder_name)
     if local:
         load_encoder_state(model.encoder, local)
+    drop_unused_stages(model.encoder)  # after loading: weight files hold every stage
     return model
 
 

@@ -54,3 +54,23 @@ def scale_group_lrs(optimizer) -> None:
     initial lr, so every schedule keeps the ratio)."""
     for group in optimizer.param_groups:
         group["lr"] = group["lr"] * group.get("lr_factor", 1.0)
+
+
+def drop_unused_stages(encoder: nn.Module) -> int:
+    """Replace by nn.Identity the stages of an smp encoder that `encoder_depth` < 5 leaves out
+    (smp 0.6 builds them, never runs them): DDP refuses a model with parameters that never get a
+    gradient, and checkpoints would carry them. Returns the parameters dropped."""
+    depth, get_stages = getattr(encoder, "_depth", None), getattr(encoder, "get_stages", None)
+    if depth is None or get_stages is None:
+        return 0
+    unused = [m for stride, modules in get_stages().items() if stride > 2**depth for m in modules]
+    dropped = 0
+    for module in unused:
+        for name, parent in list(encoder.named_modules()):
+            for child_name, child in list(parent.named_children()):
+                if child is module:
+                    dropped += sum(p.numel() for p in module.parameters())
+                    setattr(parent, child_name, nn.Identity())
+                    prefix = f"{name}.{child_name}" if name else child_name
+                    encoder.seglight_dropped = [*getattr(encoder, "seglight_dropped", []), prefix]
+    return dropped
