@@ -104,6 +104,9 @@ class StreamingDataModule(SegmentationDataModule):
         self._train_loader = None
         self._stream_state: dict[str, Any] | None = None
         super().__init__(task=first["task"], **kwargs)
+        if self.fold is not None:  # folds select files of one split; a stream is read whole
+            raise ConfigError("data.fold: StreamingDataModule cannot split a stream into folds; "
+                              "run `seglight cv` on the source data config")  # fmt: skip
 
     @property
     def in_channels(self) -> int:
@@ -114,6 +117,13 @@ class StreamingDataModule(SegmentationDataModule):
 
     def default_eval_transforms(self) -> list:
         return self.manifest["eval_transforms"]
+
+    def build_dataset(self, split: Split, transform: Any):
+        raise ConfigError(
+            "StreamingDataModule: `audit` and `convert` read a data module's files; run them on "
+            "the source data config (the stream's counts and band statistics are in its "
+            f"{MANIFEST})"
+        )
 
     def setup(self, stage: str) -> None:
         # Built here, after DDP started: LitData reads the rank and world size when a streamed

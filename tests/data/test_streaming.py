@@ -164,3 +164,15 @@ def test_a_corrupt_file_stops_convert_with_one_line(tmp_path, capsys):
     line = one_error_line(capsys)
     assert victim.name in line and "cannot decode image" in line and "no seglight.json" in line
     assert not (tmp_path / "out" / "seglight.json").exists()
+
+
+def test_what_a_stream_cannot_do_is_one_line(streamed):
+    with pytest.raises(ConfigError, match="data.fold: StreamingDataModule cannot split a stream"):
+        StreamingDataModule(train_dir=str(streamed / "train"), fold={"k": 3, "index": 0})
+    stream = StreamingDataModule(train_dir=str(streamed / "train"))
+    with pytest.raises(ConfigError, match="`audit` and `convert` read a data module's files"):
+        stream.prepared_dataset("train", None)
+    with pytest.raises(ConfigError, match="data.task: 'binary', but the streamed splits"):
+        StreamingDataModule(train_dir=str(streamed / "train"), task="binary")
+    with pytest.raises(ConfigError, match="data.test_dir: not given, and `test` needs"):
+        stream.setup("test")
