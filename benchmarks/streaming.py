@@ -78,12 +78,12 @@ def main() -> None:
                       storage_options=options)  # fmt: skip
         size = sum(p.stat().st_size for p in (root / "stream").glob("*.bin"))
         source = sum(p.stat().st_size for p in (root / "voc").rglob("*") if p.is_file())
-        rows: dict[str, list[float]] = {n: [] for n in ("files", "stream local",
-                                                         "stream s3 cold", "stream s3 warm")}  # fmt: skip
+        names = ("files", "stream local", "stream s3 cold", "stream s3 warm")
+        rows: dict[str, list[float]] = {n: [] for n in names}
         for repeat in range(args.repeats):
             cache = root / f"cache{repeat}"
 
-            def s3():
+            def s3(cache=cache):
                 return StreamingDataModule(train_dir="s3://bench/voc", storage_options=options,
                                            cache_dir=str(cache), **loader)  # fmt: skip
 
