@@ -176,3 +176,19 @@ def test_what_a_stream_cannot_do_is_one_line(streamed):
         StreamingDataModule(train_dir=str(streamed / "train"), task="binary")
     with pytest.raises(ConfigError, match="data.test_dir: not given, and `test` needs"):
         stream.setup("test")
+
+
+def test_two_writer_processes_write_what_one_does(streamed, tmp_path):
+    assert convert("train", tmp_path / "two", "--workers=2") == 0
+    one = json.loads((streamed / "train" / "seglight.json").read_text())
+    two = json.loads((tmp_path / "two" / "seglight.json").read_text())
+    for key in ("output", "created", "source"):
+        one.pop(key), two.pop(key)
+    assert one == two  # counts, class pixels, band statistics, transforms
+    names = set()
+    for location in (streamed / "train", tmp_path / "two"):
+        stream = StreamingDataModule(train_dir=str(location), batch_size=4, num_workers=0,
+                                     shuffle=False, train_transforms=[])  # fmt: skip
+        stream.setup("fit")
+        names.add(tuple(sorted(n for b in stream.train_dataloader() for n in b["name"])))
+    assert len(names) == 1 and len(next(iter(names))) == 12

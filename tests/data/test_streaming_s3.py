@@ -71,6 +71,17 @@ def test_convert_to_s3_then_fit_streams_from_it(s3, in_tmp):
     assert 0 <= float(cli.trainer.callback_metrics["val/mIoU"]) <= 1
 
 
+def test_the_endpoint_can_come_from_the_environment(s3, monkeypatch):
+    from seglight.data import StreamingDataModule
+
+    endpoint, _ = s3
+    convert_to(endpoint, "val", "env/val")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # boto3's variable; no storage_options
+    stream = StreamingDataModule(val_dir="s3://data/env/val", batch_size=2, num_workers=0)
+    stream.setup("validate")
+    assert sum(len(b["name"]) for b in stream.val_dataloader()) == 4
+
+
 def test_an_unreachable_endpoint_is_one_line(in_tmp, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", QUICKSTART, "--data=seglight.data.StreamingDataModule",
