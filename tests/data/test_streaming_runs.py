@@ -18,6 +18,7 @@ from seglight.cli import main
 from seglight.data import StreamingDataModule
 
 from seglight_testing import ROOT, run_on_cpus
+from seglight_testing.datasets import make_ade, make_cityscapes, make_voc
 
 TINY_DATA = ["--data.image_size=32", "--data.train_size=16", "--data.val_size=5",
              "--data.test_size=4", "--data.num_workers=0"]  # fmt: skip
@@ -171,3 +172,35 @@ def test_ddp_resume_of_a_streamed_fit_is_exact(in_tmp, train_split):
     got = torch.load(in_tmp / "cut/ckpt/last.ckpt", weights_only=False)
     assert want["global_step"] == got["global_step"] == 4
     assert all(torch.equal(got["state_dict"][k], v) for k, v in want["state_dict"].items())
+
+
+DATASETS = {
+    "voc": lambda: make_voc(Path("data/voc")),
+    "cityscapes": lambda: make_cityscapes(Path("data/cityscapes")),
+    "ade20k": lambda: make_ade(Path("data/ade20k")),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(DATASETS))
+def test_every_dataset_recipe_streams_its_validation_split(in_tmp, recipe):
+    # the official layouts (JPEG or PNG images, their label encodings): the streamed split is
+    # the file module's, tensor for tensor, labels mapped to training ids
+    DATASETS[recipe]()
+    convert_args = ["--data.num_workers=0", "--data.batch_size=2"]
+    with pytest.raises(SystemExit) as status:
+        main(["convert", "--config", config(recipe), *convert_args, "--split", "val",
+              "--output", "val_stream", "--workers=1"])  # fmt: skip
+    assert status.value.code == 0
+    files = main(["--config", config(recipe), *convert_args, "--model.encoder_weights=null"],
+                 run=False).datamodule  # fmt: skip
+    files.setup("validate")
+    stream = StreamingDataModule(val_dir="val_stream", batch_size=2, num_workers=0,
+                                 eval_batch_size=files.eval_batch_size)  # fmt: skip
+    assert (stream.class_names, stream.ignore_index) == (files.class_names, files.ignore_index)
+    stream.setup("validate")
+    batches = 0
+    for got, want in zip(stream.val_dataloader(), files.val_dataloader(), strict=True):
+        assert got["name"] == want["name"]
+        assert torch.equal(got["image"], want["image"]) and torch.equal(got["mask"], want["mask"])
+        batches += 1
+    assert batches > 0
