@@ -123,6 +123,7 @@ def test_resume_of_a_streamed_fit_is_exact(in_tmp, train_split, workers, every_n
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+@pytest.mark.slow  # a 2-process run: ~20 s (the file modules' DDP equality is in the fast suite)
 def test_ddp_validation_of_a_streamed_split_equals_one_process(in_tmp):
     convert("quickstart", "val", in_tmp / "val")
     validate = ["validate", "--config", config("quickstart"), *streamed(val=in_tmp / "val"),

@@ -117,6 +117,7 @@ class CutNetwork(L.Callback):
 PROXY: dict = {}
 
 
+@pytest.mark.slow  # 5 fits: ~16 s
 def test_a_network_outage_is_one_line_and_a_resume_loses_nothing(s3, in_tmp, capsys):
     # A fit from S3 (through a TCP proxy that can cut the network) is interrupted mid-epoch;
     # resumed while the network is down it stops with one line and status 1; resumed when the
