@@ -11,7 +11,14 @@ from PIL import Image
 from seglight.cli import main
 from seglight.data.synthetic import CLASS_NAMES, SyntheticDataModule
 
-from seglight_testing import QUICKSTART, ROOT, TINY, run_on_cpus
+from seglight_testing import (
+    QUICKSTART,
+    ROOT,
+    TINY,
+    assert_same_val_metrics,
+    logged_val_metrics,
+    run_on_cpus,
+)
 
 # A random-init model (seed 0) on 5 test images: no training needed to compare protocols.
 TEST = ["test", "--config", QUICKSTART, *TINY, "--data.test_size=5", "--data.eval_batch_size=1"]
@@ -110,18 +117,9 @@ def test_ddp_validation_equals_single_process(in_tmp, recipe, expected):
     validate = ["validate", "--config", config, *TINY, "--data.val_size=5",
                 "--data.eval_batch_size=2"]  # fmt: skip
     main([*validate, "--trainer.accelerator=cpu", "--trainer.devices=1"])
-    logged = {}
-    for devices, cwd in ((1, in_tmp), (2, run_on_cpus(in_tmp, 2, validate))):
-        rows = csv.DictReader(open(next(cwd.glob("outputs/*/logs/version_0/metrics.csv"))))
-        logged[devices] = {k: float(v) for r in rows for k, v in r.items()
-                           if v and k.startswith("val/")}  # fmt: skip
-    assert expected | {"val/loss"} <= set(logged[1])
-    assert logged[2].keys() == logged[1].keys()
-    for key, value in logged[1].items():
-        if key.startswith("val/loss"):
-            assert np.isclose(logged[2][key], value, rtol=1e-6, atol=0), key
-        else:
-            assert logged[2][key] == value or (np.isnan(value) and np.isnan(logged[2][key])), key
+    one, many = logged_val_metrics(in_tmp), logged_val_metrics(run_on_cpus(in_tmp, 2, validate))
+    assert expected | {"val/loss"} <= set(one)
+    assert_same_val_metrics(many, one)
 
 
 def test_per_image_scores_worst_images_and_the_html_report(in_tmp):

@@ -3,21 +3,19 @@ interrupted mid-epoch or at an epoch end resumes to the uninterrupted run's weig
 2 loader workers; under 2 gloo processes validation counts every image once (the numbers of
 one process) and a mid-epoch resume is exact too."""
 
-import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 
 from seglight.cli import main
 from seglight.data import StreamingDataModule
 
-from seglight_testing import ROOT, run_on_cpus
+from seglight_testing import ROOT, assert_same_val_metrics, logged_val_metrics, run_on_cpus
 from seglight_testing.datasets import make_ade, make_cityscapes, make_voc
 
 TINY_DATA = ["--data.image_size=32", "--data.train_size=16", "--data.val_size=5",
@@ -129,18 +127,9 @@ def test_ddp_validation_of_a_streamed_split_equals_one_process(in_tmp):
     validate = ["validate", "--config", config("quickstart"), *streamed(val=in_tmp / "val"),
                 "--data.batch_size=2", "--data.num_workers=0", *MODEL]  # fmt: skip
     main([*validate, "--trainer.accelerator=cpu", "--trainer.devices=1"])  # here: faster
-    logged = {}
-    for devices, cwd in ((1, in_tmp), (2, run_on_cpus(in_tmp, 2, validate))):
-        rows = csv.DictReader(open(next(cwd.glob("outputs/*/logs/version_0/metrics.csv"))))
-        logged[devices] = {k: float(v) for r in rows for k, v in r.items()
-                           if v and k.startswith("val/")}  # fmt: skip
-    assert {"val/mIoU", "val/IoU/circle", "val/pixel_acc"} <= set(logged[1])
-    assert logged[2].keys() == logged[1].keys()
-    for key, value in logged[1].items():
-        if key.startswith("val/loss"):
-            assert np.isclose(logged[2][key], value, rtol=1e-6, atol=0), key
-        else:
-            assert logged[2][key] == value or (np.isnan(value) and np.isnan(logged[2][key])), key
+    one, many = logged_val_metrics(in_tmp), logged_val_metrics(run_on_cpus(in_tmp, 2, validate))
+    assert {"val/mIoU", "val/IoU/circle", "val/pixel_acc"} <= set(one)
+    assert_same_val_metrics(many, one)
 
 
 def ddp_fit(cwd, args: list[str]) -> subprocess.CompletedProcess:

@@ -71,3 +71,25 @@ def one_error_line(capsys) -> str:
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1, err
     return lines[0]
+
+
+def logged_val_metrics(cwd: Path) -> dict[str, float]:
+    """{name: value} of the val/ metrics in the run's metrics.csv under `cwd`/outputs/."""
+    import csv
+
+    with open(next(Path(cwd).glob("outputs/*/logs/version_0/metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    return {k: float(v) for r in rows for k, v in r.items() if v and k.startswith("val/")}
+
+
+def assert_same_val_metrics(many: dict[str, float], one: dict[str, float]) -> None:
+    """DDP's numbers against one process's: count-based metrics exactly (NaN for NaN), the
+    losses, float sums added in another order, to float32 rounding."""
+    import math
+
+    assert many.keys() == one.keys()
+    for key, value in one.items():
+        if key.startswith("val/loss"):
+            assert math.isclose(many[key], value, rel_tol=1e-6, abs_tol=0), key
+        else:
+            assert many[key] == value or (math.isnan(value) and math.isnan(many[key])), key
