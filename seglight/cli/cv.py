@@ -20,6 +20,7 @@ from pathlib import Path
 
 from seglight.cli.runs import (
     OneLineParser,
+    add_test_ckpt,
     fit_and_test,
     format_summary,
     headline_of,
@@ -59,12 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Run only these folds (e.g. one per job); the summary covers those run.",
     )
-    parser.add_argument(
-        "--test_ckpt",
-        choices=["best", "last"],
-        default="best",
-        help="Checkpoint each fold is tested with (best = the ModelCheckpoint's monitor).",
-    )
+    add_test_ckpt(parser, "fold")
     parser.add_argument(
         "--ensemble",
         action="store_true",

@@ -32,6 +32,16 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def add_test_ckpt(parser: argparse.ArgumentParser, each: str) -> None:
+    """The --test_ckpt option seeds and cv share: which checkpoint of each run is tested."""
+    parser.add_argument(
+        "--test_ckpt",
+        choices=["best", "last"],
+        default="best",
+        help=f"Checkpoint each {each} is tested with (best = the ModelCheckpoint's monitor).",
+    )
+
+
 def strip_subcommand(fit_args: list[str]) -> list[str]:
     """`seglight seeds fit --config ...` reads naturally too: drop a leading Lightning verb."""
     if any(a in ("fit", "validate", "test", "predict") for a in fit_args[:1]):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from seglight.cli.runs import (
     OneLineParser,
+    add_test_ckpt,
     fit_and_test,
     format_summary,
     headline_of,
@@ -35,12 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Every other flag (--config, --model.*, --data.*, --trainer.*) goes to `fit`.",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds to run.")
-    parser.add_argument(
-        "--test_ckpt",
-        choices=["best", "last"],
-        default="best",
-        help="Checkpoint each seed is tested with (best = the ModelCheckpoint's monitor).",
-    )
+    add_test_ckpt(parser, "seed")
     parser.add_argument(
         "--summary",
         default=None,
