@@ -36,7 +36,8 @@ Refused with one line: CMYK and other colour spaces without a faithful RGB conve
 multi-page or animated files, more than 4 channels (PNG, JPEG, ...), integers below 0 or above
 65535, floats outside [0, 1] or not finite. Decoders: PIL (it raises on truncated files);
 16-bit colour PNG/TIFF, which PIL reduces to 8 bits, and TIFFs PIL cannot open (float RGB) go
-through OpenCV (albumentations' own dependency), decoded from the same bytes.
+through OpenCV (albumentations' own dependency), decoded from the same bytes. So do complete
+RGB and grey JPEGs, once PIL has read their header: the same libjpeg-turbo pixels, faster.
 """
 
 import io
@@ -57,6 +58,7 @@ SCALING_RULE = (
     "8-bit pixels / 255, 16-bit / 65535, float as is (in [0, 1]); grey as 3 equal channels; "
     "multi-band TIFF / .npy: every band (or data.bands), by the same rule"
 )
+_JPEG_END = b"\xff\xd9"  # EOI, the marker every complete JPEG ends with
 _EIGHT_BIT_MODES = ("1", "L", "P", "LA", "La", "PA", "RGB", "RGBA", "RGBa", "RGBX", "YCbCr")
 _ORIENT = {  # EXIF orientation -> how the stored (H, W, ...) array is turned for display
     1: lambda a: a,
@@ -194,6 +196,10 @@ def _pil_pixels(im: Image.Image, data: bytes, path, bits: int) -> np.ndarray:
             if im.format == "PNG":  # OpenCV may accept a damaged file: PIL checks its chunks
                 Image.open(io.BytesIO(data)).verify()
             return _cv2_pixels(data, path)
+        if im.format == "JPEG" and mode in ("RGB", "L") and data.endswith(_JPEG_END):
+            pixels = _jpeg_rgb(data)
+            if pixels is not None:
+                return pixels
         return np.asarray(im if mode == "RGB" else im.convert("RGB"))
     if mode.startswith("I") or mode == "F":  # 16/32-bit integer or 32-bit float grey
         return _to_rgb(np.asarray(im), path)
@@ -203,6 +209,18 @@ def _pil_pixels(im: Image.Image, data: bytes, path, bits: int) -> np.ndarray:
             f"convert it to RGB (e.g. `magick IN -colorspace sRGB OUT.png`)"
         )
     raise DataError(f"{path}: image mode {mode!r} cannot be read as RGB; save it as RGB or grey")
+
+
+def _jpeg_rgb(data: bytes) -> np.ndarray | None:
+    """(H, W, 3) uint8 RGB of a whole JPEG as stored (no orientation: that is ours), straight
+    into RGB order: OpenCV's libjpeg-turbo, the same pixels as PIL's (tests/data/test_images.py)
+    without PIL's unpacking copy, ~0.3 ms less per VOC photo (benchmarks/data.py). Only for files
+    that end with the end-of-image marker: on a truncated one OpenCV warns and fills the rest
+    grey, where PIL raises. None if OpenCV cannot decode it (then PIL says why)."""
+    flags = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
+    if flags is None:
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
 
 
 def _stored_bits(im: Image.Image) -> int:

@@ -21,11 +21,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 import seglight.data.sampling
 from seglight import SegmentationModule
 from seglight.callbacks.rng_state import RngState, collect_rng_states, set_rng_states
 from seglight.cli import main
+from seglight.data.dataset import Sample
 from seglight.data.sampling import ResumableSampler, SampleKey
 from seglight.data.synthetic import SyntheticDataModule
 
@@ -281,6 +283,28 @@ def test_keyed_samples_ignore_what_was_loaded_before_and_leave_global_rngs_alone
     assert torch.equal(first["image"], again["image"]) and torch.equal(first["mask"], again["mask"])
     assert torch.equal(before[0], torch.get_rng_state()) and before[1] == random.getstate()
     assert (before[2] == np.random.get_state()[1]).all()
+
+
+def _draw_from_global_rngs(sample) -> Sample:
+    """A load that uses the global RNGs, as a user's subclass might: (python, numpy, torch)."""
+    noise = [random.random(), np.random.rand(), torch.rand(()).item()]
+    return Sample(sample.image, sample.mask, f"{sample.name}:{noise}")
+
+
+def test_keyed_samples_are_the_same_in_a_worker_which_skips_restoring_the_rngs(monkeypatch):
+    dm = SyntheticDataModule(image_size=32, train_size=4, num_workers=0)
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    load = dataset.load
+    monkeypatch.setattr(dataset, "load", lambda i: _draw_from_global_rngs(load(i)))
+    keys = [SampleKey(2, 12345), SampleKey(0, 7), SampleKey(2, 12345)]
+    here = [dataset[key] for key in keys]
+    loader = DataLoader(dataset, sampler=keys, batch_size=None, num_workers=1)
+    there = list(loader)
+    assert [s["name"] for s in there] == [s["name"] for s in here]
+    assert here[0]["name"] == here[2]["name"] != here[1]["name"]  # the seed decides the draws
+    for a, b in zip(here, there, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
 
 
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):

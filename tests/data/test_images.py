@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+import seglight.data.images
 from seglight.data.folder import FolderDataModule
 from seglight.data.images import check_same_size, decode_image, read_image
 from seglight.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_pipeline
@@ -224,6 +225,58 @@ def test_train_step_on_16_bit_images_and_phone_photos(tmp_path):
     raw = (batch["image"][0].numpy().transpose(1, 2, 0) * STD + MEAN) * 65535
     np.testing.assert_allclose(raw, np.repeat(sixteen(3)[..., None], 3, -1), atol=0.05)
     train_one_step(dm)
+
+
+# --- JPEG: OpenCV's decoder, PIL's pixels ------------------------------------------------------
+
+
+def photo(seed: int, size=(45, 61)) -> np.ndarray:
+    """(H, W, 3) uint8 with smooth areas and edges (what a JPEG codec's choices show on)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
+    image = np.stack([xx * 4, yy * 5, (xx + yy) * 2], -1) + rng.integers(0, 40, (*size, 3))
+    image[10:30, 20:40] = rng.integers(0, 256, 3)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+JPEG_KINDS = {  # what cameras, phones and image libraries write
+    "4:2:0": dict(quality=90),
+    "4:4:4": dict(quality=95, subsampling=0),
+    "4:2:2": dict(quality=75, subsampling=1),
+    "progressive": dict(quality=85, progressive=True),
+    "optimized": dict(quality=60, optimize=True),
+    "grey": dict(quality=90),
+    "rotated": dict(quality=90, exif=exif(6)),
+}
+
+
+@pytest.mark.parametrize("kind", list(JPEG_KINDS))
+def test_jpeg_pixels_are_pils(tmp_path, monkeypatch, kind):
+    """JPEGs are decoded by OpenCV (faster); every kind gives exactly PIL's pixels."""
+    path = tmp_path / "a.jpg"
+    image = Image.fromarray(photo(len(kind)))
+    (image.convert("L") if kind == "grey" else image).save(path, **JPEG_KINDS[kind])
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    decoded = []
+    jpeg_rgb = seglight.data.images._jpeg_rgb
+    monkeypatch.setattr(
+        seglight.data.images, "_jpeg_rgb", lambda d: decoded.append(d) or jpeg_rgb(d)
+    )
+    np.testing.assert_array_equal(read_image(path), expected)
+    assert len(decoded) == 1  # OpenCV decoded it, not PIL
+
+
+def test_jpeg_with_bytes_after_its_end_reads_and_a_truncated_one_is_an_error(tmp_path):
+    path = tmp_path / "a.jpg"
+    Image.fromarray(photo(0)).save(path, quality=90)
+    whole = path.read_bytes()
+    expected = read_image(path)
+    path.write_bytes(whole + b"\0" * 7 + b"camera trailer")  # PIL reads it: the same pixels
+    np.testing.assert_array_equal(read_image(path), expected)
+    path.write_bytes(whole[: len(whole) * 2 // 3])  # OpenCV would fill the rest grey
+    with pytest.raises(DataError, match=r"a\.jpg: cannot decode image \(corrupt or truncated"):
+        read_image(path)
 
 
 # --- what cannot be read right -----------------------------------------------------------------
