@@ -8,9 +8,10 @@ reads every image once per run inside one DataLoader worker process (one torch t
 worker set-up), where training samples are loaded:
 
     ours      VOCDataModule(crop_size=512)'s train dataset, `dataset[i]`: seglight's decode
-              (OpenCV for JPEGs, PIL for the PNG masks), label checks, then its default albumentations preset (transforms.train_preset: random
-              scale 0.5-2.0, pad to 512 (masks 255), random crop 512, flip, colour jitter p=0.5,
-              Normalize) and the batch-dict tensors. "training path": `dataset[SampleKey(i,
+              (OpenCV for JPEGs, PIL for the PNG masks), label checks, then its default
+              albumentations preset (transforms.train_preset: random scale 0.5-2.0, pad to
+              512 (masks 255), random crop 512, flip, colour jitter p=0.5, Normalize) and the
+              batch-dict tensors. "training path": `dataset[SampleKey(i,
               seed)]`, what the training sampler asks for: the same, plus reseeding the
               pipeline and the global RNGs per sample (seglight's resumable augmentations;
               in a worker the RNG states are not restored afterwards, in the main process

@@ -140,7 +140,7 @@ def check_matches_model(
     expected = model.state_dict()
     saved = checkpoint["state_dict"]
     # weights of encoder stages the model no longer builds (seglight.networks.parts.
-    # drop_unused_stages): files saved before they were dropped still load
+    # drop_unused_modules): files saved before they were dropped still load
     net = getattr(model, "net", None)
     dropped = [f"net.encoder.{p}." for p in getattr(getattr(net, "encoder", None),
                                                    "seglight_dropped", [])]  # fmt: skip

@@ -1,6 +1,7 @@
 """Networks by name: smp architectures and torchvision models, any input size, clear errors."""
 
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 
 from seglight.errors import ConfigError
@@ -263,3 +264,48 @@ def test_stages_left_out_by_encoder_depth_are_dropped(depth, tmp_path):
     old = {**module.state_dict(), "net.encoder.layer4.0.conv1.weight": torch.zeros(512, 256, 3, 3)}
     check_matches_model("old.ckpt", {"state_dict": old}, module)  # no error: the key is dropped
     assert "net.encoder.layer4.0.conv1.weight" not in old
+
+
+@pytest.mark.parametrize(
+    "encoder, depth, dropped",
+    [
+        ("mobilenet_v2", 4, "features.14"),  # runs one stage too many, drops its output
+        ("efficientnet-b0", 5, "_conv_head"),  # the classifier's conv head, unused at any depth
+        ("timm-efficientnet-b0", 3, "blocks.3"),
+        ("densenet121", 5, None),  # no get_stages (smp raises NotImplementedError): builds
+    ],
+)
+def test_every_parameter_left_gets_a_gradient_and_the_outputs_are_unchanged(
+    encoder, depth, dropped, monkeypatch
+):
+    import seglight.networks as networks
+
+    kwargs = {"encoder_depth": depth, "decoder_channels": [8] * depth}
+    torch.manual_seed(0)
+    net = build_model("Unet", encoder, None, 3, 2, kwargs)
+    after_build = torch.rand(3)
+    names = net.encoder.seglight_dropped if dropped else []
+    assert (dropped in names) if dropped else not hasattr(net.encoder, "seglight_dropped")
+    with monkeypatch.context() as m:
+        m.setattr(networks, "drop_unused_modules", lambda encoder, known: [])
+        m.setattr(networks, "_UNUSED", {})  # the build cache as it was stays out of it
+        torch.manual_seed(0)
+        whole = build_model("Unet", encoder, None, 3, 2, kwargs)
+        assert torch.equal(torch.rand(3), after_build)  # the probe left the global RNG alone
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), whole.eval()(x), rtol=0, atol=0)
+    net.train()(x).sum().backward()
+    assert [n for n, p in net.named_parameters() if p.grad is None] == []
+    # built the same way again, it drops the same modules without probing
+    monkeypatch.setattr(networks.parts, "_probe_input", lambda encoder: pytest.fail("probed"))
+    assert build_model("Unet", encoder, None, 3, 2, kwargs).encoder.seglight_dropped == names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", smp.encoders.get_encoder_names())
+def test_every_smp_encoder_trains_every_parameter_it_keeps(encoder):
+    """What DDP without find_unused_parameters needs, for every smp encoder (~2 min in all)."""
+    net = build_model("Unet", encoder, None, 3, 2)
+    net.train()(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert [n for n, p in net.named_parameters() if p.grad is None] == []

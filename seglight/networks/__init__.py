@@ -30,7 +30,7 @@ from seglight.networks.checks import (
     value_error_message,
 )
 from seglight.networks.encoder_weights import OFFLINE_HINT, load_encoder_state, local_weights
-from seglight.networks.parts import drop_unused_stages
+from seglight.networks.parts import drop_unused_modules
 from seglight.networks.torchvision_models import (
     TORCHVISION_ARCHS,
     TORCHVISION_PREFIX,
@@ -60,6 +60,9 @@ def output_stride(model: nn.Module) -> int:
     if isinstance(model, smp.DPT):
         stride = math.lcm(stride, 2 ** (len(model.encoder.output_strides) + 1))
     return stride
+
+
+_UNUSED: dict[str, list[str]] = {}  # build arguments -> the encoder's modules dropped
 
 
 def build_model(
@@ -150,7 +153,9 @@ def _build_smp(arch, encoder_name, encoder_weights, in_channels, num_classes, kw
         check_dpt_strides(model, encoder_name)
     if local:
         load_encoder_state(model.encoder, local)
-    drop_unused_stages(model.encoder)  # after loading: weight files hold every stage
+    # after loading (weight files hold every stage); the probe runs once per way of building
+    key = repr((arch, encoder_name, in_channels, kwargs))
+    _UNUSED[key] = drop_unused_modules(model.encoder, _UNUSED.get(key))
     return model
 
 

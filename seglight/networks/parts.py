@@ -1,7 +1,10 @@
 """The parts of a built network that training treats differently: its encoder (frozen by
 seglight.callbacks.FreezeEncoder, or trained at `model.encoder_lr_factor` times the learning
-rate) and its decoder."""
+rate) and its decoder; and the encoder modules no training step uses (drop_unused_modules)."""
 
+from typing import Any
+
+import torch
 from torch import nn
 
 from seglight.errors import ConfigError
@@ -56,21 +59,108 @@ def scale_group_lrs(optimizer) -> None:
         group["lr"] = group["lr"] * group.get("lr_factor", 1.0)
 
 
-def drop_unused_stages(encoder: nn.Module) -> int:
-    """Replace by nn.Identity the stages of an smp encoder that `encoder_depth` < 5 leaves out
-    (smp 0.6 builds them, never runs them): DDP refuses a model with parameters that never get a
-    gradient, and checkpoints would carry them. Returns the parameters dropped."""
-    depth, get_stages = getattr(encoder, "_depth", None), getattr(encoder, "get_stages", None)
-    if depth is None or get_stages is None:
-        return 0
-    unused = [m for stride, modules in get_stages().items() if stride > 2**depth for m in modules]
-    dropped = 0
-    for module in unused:
-        for name, parent in list(encoder.named_modules()):
-            for child_name, child in list(parent.named_children()):
-                if child is module:
-                    dropped += sum(p.numel() for p in module.parameters())
-                    setattr(parent, child_name, nn.Identity())
-                    prefix = f"{name}.{child_name}" if name else child_name
-                    encoder.seglight_dropped = [*getattr(encoder, "seglight_dropped", []), prefix]
-    return dropped
+class Dropped(nn.Module):
+    """What drop_unused_modules leaves in place of a module: its input back, whatever else the
+    caller passes (efficientnet's blocks also take a drop-connect rate)."""
+
+    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        return x
+
+
+def drop_unused_modules(encoder: nn.Module, known: list[str] | None = None) -> list[str]:
+    """Replace by `Dropped` the modules of an smp encoder whose parameters never get a
+    gradient: the stages `encoder_depth` < 5 leaves out (smp 0.6 builds them: resnet18's layer4
+    at depth 4, 8.4 M weights; mobilenet_v2 even runs one and drops its output), efficientnet's
+    classifier-side conv head at any depth. DDP refuses a model with parameters that never get
+    a gradient, and checkpoints would carry them.
+
+    Found as DDP would: one training step of the encoder on a probe input (2 x C x 64 x 64, or
+    224 x 224 if that fails, e.g. for ViTs; BatchNorm statistics and the RNG state put back).
+    The outermost modules with parameters but no gradient are replaced, and only if the
+    encoder's features (eval mode) stay bit-identical; any failure leaves it as it was.
+    `known`: the names this returned for an encoder built the same way (no probe then).
+    Returns the dropped modules' names, also kept in `encoder.seglight_dropped` (checkpoints
+    saved with them still load)."""
+    if known is not None:
+        for name in known:
+            _replace(encoder, name, Dropped())
+        encoder.seglight_dropped = list(known)
+        return list(known)
+    probe = _probe_input(encoder)
+    unused = [] if probe is None else _without_gradient(encoder, probe)
+    if not unused:
+        return []
+    before = _features(encoder, probe)
+    originals = {name: _replace(encoder, name, Dropped()) for name in unused}
+    after = _features(encoder, probe)
+    if after is None or len(after) != len(before) or not all(map(torch.equal, before, after)):
+        for name, module in originals.items():  # the features needed them after all
+            _replace(encoder, name, module)
+        return []
+    encoder.seglight_dropped = unused
+    return unused
+
+
+def _replace(root: nn.Module, name: str, module: nn.Module) -> nn.Module:
+    """Put `module` at the dotted `name` under root; returns what was there."""
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name)
+    old = getattr(parent, child)
+    setattr(parent, child, module)
+    return old
+
+
+def _probe_input(encoder: nn.Module) -> torch.Tensor | None:
+    """(2, C, S, S) seeded noise the encoder runs on (S = 64 or 224); None if neither."""
+    channels = getattr(encoder, "_in_channels", 3)
+    noise = torch.Generator().manual_seed(0)  # the global RNG is left alone
+    for size in (64, 224):
+        x = torch.randn(2, channels, size, size, generator=noise)
+        if _features(encoder, x) is not None:
+            return x
+    return None
+
+
+def _features(encoder: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
+    """The encoder's feature tensors in eval mode; None if it fails on x."""
+    training = encoder.training
+    try:
+        with torch.no_grad():
+            return [f for f in encoder.eval()(x) if isinstance(f, torch.Tensor)]
+    except Exception:  # noqa: BLE001 - a probe: any failure only means "keep everything"
+        return None
+    finally:
+        encoder.train(training)
+
+
+def _without_gradient(encoder: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of the outermost submodules with parameters of which none gets a gradient in a
+    training step on x (the encoder's state, its gradients and the RNG state as they were)."""
+    training = encoder.training
+    buffers = {name: b.clone() for name, b in encoder.named_buffers()}
+    grads = {p: p.grad for p in encoder.parameters()}
+    try:
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG
+            for p in encoder.parameters():
+                p.grad = None
+            features = [f for f in encoder.train()(x) if isinstance(f, torch.Tensor)]
+            sum(f.float().sum() for f in features if f.requires_grad).backward()
+        used = {p for p in encoder.parameters() if p.grad is not None}
+    except Exception:  # noqa: BLE001 - a probe: any failure only means "keep everything"
+        return []
+    finally:
+        encoder.train(training)
+        for name, b in encoder.named_buffers():
+            b.copy_(buffers[name])
+        for p, grad in grads.items():
+            p.grad = grad
+    unused: list[str] = []
+    inside: set[int] = set()  # modules within one already listed
+    for name, module in encoder.named_modules():
+        if module is encoder or id(module) in inside:
+            continue
+        params = list(module.parameters())
+        if params and not any(p in used for p in params):
+            unused.append(name)
+            inside.update(id(m) for m in module.modules())
+    return unused
