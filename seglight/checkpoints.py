@@ -134,9 +134,10 @@ def check_seglight_checkpoint(
 
 def check_matches_model(
     path: str | Path, checkpoint: dict[str, Any], model: torch.nn.Module, what: str = "ckpt_path"
-) -> None:
+) -> list[str]:
     """ConfigError when the checkpoint's weights do not fit `model` (another architecture,
-    encoder or number of classes): the first missing, unexpected or differently shaped one."""
+    encoder or number of classes): the first missing, unexpected or differently shaped one.
+    Returns the keys of modules the model has dropped, removed from the checkpoint's dict."""
     expected = model.state_dict()
     saved = checkpoint["state_dict"]
     # weights of encoder stages the model no longer builds (seglight.networks.parts.
@@ -144,7 +145,8 @@ def check_matches_model(
     net = getattr(model, "net", None)
     dropped = [f"net.encoder.{p}." for p in getattr(getattr(net, "encoder", None),
                                                    "seglight_dropped", [])]  # fmt: skip
-    for key in [k for k in saved if k not in expected and k.startswith(tuple(dropped or ["\0"]))]:
+    removed = [k for k in saved if k not in expected and k.startswith(tuple(dropped or ["\0"]))]
+    for key in removed:
         del saved[key]
     missing = [k for k in expected if k not in saved]
     unexpected = [k for k in saved if k not in expected]
@@ -165,14 +167,26 @@ def check_matches_model(
             f"{what}: {path} does not fit the configured model: {', '.join(parts)}; "
             f"another arch or encoder?"
         )
+    return removed
 
 
-def check_resumable(path: str | Path, checkpoint: dict[str, Any], what: str = "ckpt_path") -> None:
-    """`fit --ckpt_path` restores the optimizer and loops: a weights-only file cannot."""
+def check_resumable(
+    path: str | Path, checkpoint: dict[str, Any], removed: list[str], what: str = "ckpt_path"
+) -> None:
+    """`fit --ckpt_path` restores the optimizer and loops: a weights-only file cannot, nor one
+    whose optimizer state counts the weights of modules the model has dropped since
+    (`removed`, from check_matches_model)."""
     if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
         raise ConfigError(
             f"{what}: {path} holds the weights only (ModelCheckpoint save_weights_only=true): "
             f"`fit` cannot resume from it; validate/test/predict/export can use it"
+        )
+    if removed:
+        raise ConfigError(
+            f"{what}: {path} was saved by an older seglight whose network still held encoder "
+            f"modules that no training step uses ({len(removed)} tensors, e.g. {removed[0]}); "
+            f"its optimizer state counts them, so `fit` cannot resume from it: resume with the "
+            f"seglight version that wrote it; validate/test/predict/export can use it"
         )
 
 

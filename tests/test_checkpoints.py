@@ -15,7 +15,7 @@ from seglight.cli import main
 from seglight.cli.export import load_module
 from seglight.errors import ConfigError
 
-from seglight_testing import QUICKSTART, ROOT, TINY
+from seglight_testing import QUICKSTART, ROOT, TINY, one_error_line
 
 OLD = ROOT / "tests" / "fixtures" / "pre_redesign.ckpt"
 # Its model: `best` and `last` are no files when the CLI parses, so their hparams are not read.
@@ -135,3 +135,23 @@ def test_old_plugin_class_path_in_a_config_still_works(in_tmp):
     with pytest.warns(FutureWarning, match="AtomicCheckpointIO moved"):
         cli = main(["--config", QUICKSTART, *TINY, plugin], run=False)
     assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+
+
+def test_a_checkpoint_with_weights_of_dropped_modules_tests_but_does_not_resume(in_tmp, capsys):
+    """Saved before seglight dropped the encoder modules no step uses (here resnet18's layer4
+    at encoder_depth 4): its weights still load; its optimizer state counts them, so `fit`
+    refuses to resume in one line, naming the file."""
+    depth4 = ["--model.model_kwargs={encoder_depth: 4, decoder_channels: [16, 8, 8, 8]}"]
+    run = [*TINY, *depth4, "--trainer.default_root_dir=run", "--trainer.limit_val_batches=1"]
+    main(["fit", "--config", QUICKSTART, *run, "--trainer.max_epochs=1"])
+    checkpoint = torch.load(in_tmp / "run/checkpoints/last.ckpt", weights_only=False)
+    checkpoint["state_dict"]["net.encoder.layer4.0.conv1.weight"] = torch.zeros(512, 256, 3, 3)
+    torch.save(checkpoint, in_tmp / "old.ckpt")
+    main(["test", "--config", QUICKSTART, *run, "--ckpt_path=old.ckpt"])
+    assert next((in_tmp / "run").rglob("test_report.json"))
+    with pytest.raises(SystemExit):
+        main(
+            ["fit", "--config", QUICKSTART, *run, "--trainer.max_epochs=2", "--ckpt_path=old.ckpt"]
+        )
+    line = one_error_line(capsys)
+    assert "old.ckpt was saved by an older seglight" in line and "layer4.0.conv1.weight" in line

@@ -69,10 +69,11 @@ def check_ckpt_path(
         return text, None
     checkpoint = read[1] if read and str(read[0]) == text else read_checkpoint(text)
     check_seglight_checkpoint(text, checkpoint)
+    removed = []
     if getattr(model, "strict_loading", True):
-        check_matches_model(text, checkpoint, model)
+        removed = check_matches_model(text, checkpoint, model)
     if subcommand == "fit":
-        check_resumable(text, checkpoint)
+        check_resumable(text, checkpoint, removed)
     return text, checkpoint
 
 
