@@ -111,3 +111,48 @@ def test_bad_option_is_one_line(in_tmp, capsys, bad, expected):
         main(["benchmark", "--config", QUICKSTART, *TINY, *bad])
     assert exit_.value.code == 2
     assert expected in one_error_line(capsys)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch) -> list[str]:
+    """torch.cuda as on a GPU machine without bf16 (this machine has none): the calls made."""
+    calls: list[str] = []
+    cuda = torch.cuda
+    props = type("Props", (), {"total_memory": 80 * 2**30, "major": 9, "minor": 0})()
+    fakes = {
+        "synchronize": lambda device=None: calls.append("sync"),
+        "get_device_name": lambda device=None: "NVIDIA Fake 80GB",
+        "get_device_properties": lambda device=None: props,
+        "device_count": lambda: 2,
+        "is_bf16_supported": lambda *a, **k: False,
+        "reset_peak_memory_stats": lambda device=None: calls.append("reset"),
+        "memory_allocated": lambda device=None: 1000,
+        "max_memory_allocated": lambda device=None: 5000,
+    }
+    for name, fake in fakes.items():
+        monkeypatch.setattr(cuda, name, fake)
+    return calls
+
+
+def test_on_a_gpu_each_timed_call_is_synchronized_and_the_gpu_is_named(fake_gpu):
+    """The GPU branches, on fakes: the real GPU run is still to be done (no GPU here)."""
+    gpu = torch.device("cuda", 0)
+    x = type("OnGpu", (), {"device": gpu})()  # time_forward only asks for x.device
+
+    def forward(_):
+        fake_gpu.append("call")
+
+    timing = profiling.time_forward(forward, x, repeats=3, warmup=2)
+    # the warm-up's queued kernels waited for once, then every timed call waited for alone
+    assert fake_gpu == ["call", "call", "sync"] + ["call", "sync"] * 3 and timing["n"] == 3
+    fake_gpu.clear()
+    with profiling.peak_memory(gpu) as memory:
+        fake_gpu.append("work")
+    assert fake_gpu == ["sync", "reset", "work", "sync"]
+    assert memory == {"kind": "cuda_max_memory_allocated", "peak_bytes": 5000,
+                      "growth_bytes": 4000}  # fmt: skip
+    env = profiling.environment(gpu)
+    assert env["device_name"] == "NVIDIA Fake 80GB" and env["gpu_count"] == 2
+    assert env["gpu_memory_bytes"] == 80 * 2**30 and "cuda" in env and "cudnn" in env
+    assert profiling.default_modes(gpu) == ["fp32", "fp16", "channels_last", "compile"]
+    assert profiling.mode_support("bf16", gpu) == "NVIDIA Fake 80GB has no bf16"
