@@ -77,7 +77,8 @@ def drop_unused_modules(encoder: nn.Module, known: list[str] | None = None) -> l
     Found as DDP would: one training step of the encoder on a probe input (2 x C x 64 x 64, or
     224 x 224 if that fails, e.g. for ViTs; BatchNorm statistics and the RNG state put back).
     The outermost modules with parameters but no gradient are replaced, and only if the
-    encoder's features (eval mode) stay bit-identical; any failure leaves it as it was.
+    encoder's features (eval mode) stay the same (to float rounding: the same computation, but
+    never assumed bit-equal); any failure leaves it as it was.
     `known`: the names this returned for an encoder built the same way (no probe then).
     Returns the dropped modules' names, also kept in `encoder.seglight_dropped` (checkpoints
     saved with them still load)."""
@@ -93,7 +94,9 @@ def drop_unused_modules(encoder: nn.Module, known: list[str] | None = None) -> l
     before = _features(encoder, probe)
     originals = {name: _replace(encoder, name, Dropped()) for name in unused}
     after = _features(encoder, probe)
-    if after is None or len(after) != len(before) or not all(map(torch.equal, before, after)):
+    same = after is not None and len(after) == len(before)
+    pairs = zip(before, after or [], strict=False)
+    if not (same and all(torch.allclose(b, a, rtol=1e-4, atol=1e-5) for b, a in pairs)):
         for name, module in originals.items():  # the features needed them after all
             _replace(encoder, name, module)
         return []
