@@ -18,6 +18,7 @@ def test_data_benchmark_smoke_run():
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    assert re.search(r"^ratio ours / PIL \+ v2: \d+\.\d+ \(target >= 1\.5: (met|NOT met);",
-                     out.stdout, re.M), out.stdout  # fmt: skip
+    for path in ("ours \\(seglight\\)", "ours, training path"):
+        assert re.search(rf"^ratio {path} / PIL \+ v2: \d+\.\d+ \(target >= 1\.5: (met|NOT met);",
+                         out.stdout, re.M), out.stdout  # fmt: skip
     assert "decode share of ours" in out.stdout
