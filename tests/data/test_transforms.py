@@ -127,3 +127,30 @@ def test_seeding_each_node_alone_equals_albumentations_own_seeding():
         assert node.seed == expected
         assert node.random_generator.bit_generator.state == reference.bit_generator.state
         assert node.py_random.getstate() == pyrandom.Random(expected).getstate()
+
+
+@pytest.mark.parametrize("channels", [1, 3, 5])
+def test_normalize_gives_albumentations_numbers_laid_out_for_the_batch(channels):
+    """uint8 images: exactly A.Normalize's values (seglight looks up its table plane by plane),
+    after crops and flips (views albumentations would copy); the (H, W, C) result is the
+    transposed view of a C-contiguous (C, H, W) array, so the batch tensor needs no copy."""
+    import albumentations as A
+
+    mean = tuple(np.linspace(0.3, 0.6, channels))
+    std = tuple(np.linspace(0.2, 0.3, channels))
+    rng = np.random.default_rng(channels)
+    image = rng.integers(0, 256, (40, 70, channels), dtype=np.uint8)
+    mask = np.zeros((40, 70), np.uint8)
+    reference = A.Normalize(mean, std, max_pixel_value=255.0)
+    specs = [{"name": "Crop", "x_min": 3, "y_min": 5, "x_max": 50, "y_max": 35},
+             {"name": "HorizontalFlip", "p": 1.0}]  # fmt: skip
+    for steps in (specs[:1], specs):
+        out = build_pipeline(steps, 255, mean, std)(image=image, mask=mask)
+        expected = reference.apply(np.ascontiguousarray(image[5:35, 3:50]))
+        expected = expected[:, ::-1] if len(steps) == 2 else expected
+        assert out["image"].dtype == np.float32 and out["image"].shape == (30, 47, channels)
+        np.testing.assert_array_equal(out["image"], expected)
+        assert out["image"].transpose(2, 0, 1).flags.c_contiguous
+        assert out["mask"].shape == (30, 47)
+    floats = build_pipeline([], 255, mean, std)(image=image.astype(np.float32) / 255, mask=mask)
+    np.testing.assert_allclose(floats["image"], reference.apply(image), rtol=1e-5, atol=1e-5)
