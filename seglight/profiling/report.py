@@ -28,7 +28,8 @@ def loading_warning(training: dict[str, Any] | None, threshold: float = DATA_WAR
         return None
     return (
         f"warning: loading limits training: waiting for data is {ratio:.0%} of the step's compute "
-        f"(median {wait:.1f} ms vs {step:.1f} ms per batch); raise data.num_workers (now "
+        f"(median {wait:.1f} ms vs {step:.1f} ms per batch; {training['data_fraction']:.0%} of "
+        f"all the time spent waiting); raise data.num_workers (now "
         f"{training['num_workers']}), or make decoding / augmentation cheaper"
     )
 
