@@ -87,11 +87,10 @@ def drop_unused_modules(encoder: nn.Module, known: list[str] | None = None) -> l
             _replace(encoder, name, Dropped())
         encoder.seglight_dropped = list(known)
         return list(known)
-    probe = _probe_input(encoder)
+    probe, before = _probe_input(encoder)
     unused = [] if probe is None else _without_gradient(encoder, probe)
     if not unused:
         return []
-    before = _features(encoder, probe)
     originals = {name: _replace(encoder, name, Dropped()) for name in unused}
     after = _features(encoder, probe)
     same = after is not None and len(after) == len(before)
@@ -113,15 +112,17 @@ def _replace(root: nn.Module, name: str, module: nn.Module) -> nn.Module:
     return old
 
 
-def _probe_input(encoder: nn.Module) -> torch.Tensor | None:
-    """(2, C, S, S) seeded noise the encoder runs on (S = 64 or 224); None if neither."""
+def _probe_input(encoder: nn.Module) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
+    """(2, C, S, S) seeded noise the encoder runs on (S = 64 or 224) and its eval-mode
+    features; (None, None) if it runs on neither."""
     channels = getattr(encoder, "_in_channels", 3)
     noise = torch.Generator().manual_seed(0)  # the global RNG is left alone
     for size in (64, 224):
         x = torch.randn(2, channels, size, size, generator=noise)
-        if _features(encoder, x) is not None:
-            return x
-    return None
+        features = _features(encoder, x)
+        if features is not None:
+            return x, features
+    return None, None
 
 
 def _features(encoder: nn.Module, x: torch.Tensor) -> list[torch.Tensor] | None:
